@@ -1,0 +1,355 @@
+//! Settings: read from an optional TOML file and the environment, typed and
+//! validated before anything starts.
+
+use crate::secret::{AdminToken, OrgId};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+/// A setting that could not be used. Its display is the one line printed at exit.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub message: String,
+}
+
+fn err(setting: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting: setting.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Every setting of the relay, typed.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub org_id: Option<OrgId>,
+    pub api_url: Url,
+    pub admin_token: Option<AdminToken>,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub poll_interval: Duration,
+    pub rooms: Vec<String>,
+    pub max_rps: u32,
+    pub initial_events: bool,
+    pub retry_schedule: Vec<Duration>,
+    pub delivery_timeout: Duration,
+    pub allow_private_targets: bool,
+    pub log_format: LogFormat,
+    /// Requests to the upstream in flight at once.
+    pub max_in_flight: usize,
+    /// Longest wait between polls of a failing room.
+    pub poll_backoff_max: Duration,
+    /// Deliveries in flight at once.
+    pub delivery_concurrency: usize,
+    /// sled's page cache, in bytes.
+    pub cache_capacity: u64,
+}
+
+/// `(environment name, TOML key)` of every setting; the environment wins.
+const SETTINGS: &[(&str, &str)] = &[
+    ("VERRIFLO_ORG_ID", "org_id"),
+    ("VERRIFLO_API_URL", "api_url"),
+    ("RELAY_ADMIN_TOKEN", "admin_token"),
+    ("RELAY_LISTEN", "listen"),
+    ("RELAY_DATA_DIR", "data_dir"),
+    ("RELAY_POLL_INTERVAL", "poll_interval"),
+    ("RELAY_ROOMS", "rooms"),
+    ("RELAY_MAX_RPS", "max_rps"),
+    ("RELAY_INITIAL_EVENTS", "initial_events"),
+    ("RELAY_RETRY_SCHEDULE", "retry_schedule"),
+    ("RELAY_DELIVERY_TIMEOUT", "delivery_timeout"),
+    ("RELAY_ALLOW_PRIVATE_TARGETS", "allow_private_targets"),
+    ("RELAY_LOG_FORMAT", "log_format"),
+    ("RELAY_MAX_IN_FLIGHT", "max_in_flight"),
+    ("RELAY_POLL_BACKOFF_MAX", "poll_backoff_max"),
+    ("RELAY_DELIVERY_CONCURRENCY", "delivery_concurrency"),
+    ("RELAY_CACHE_MB", "cache_mb"),
+];
+
+pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,14h,20h,24h";
+
+/// Raw values by environment name, each with where it came from.
+#[derive(Default, Debug, Clone)]
+pub struct Sources {
+    values: HashMap<&'static str, String>,
+}
+
+impl Sources {
+    /// The process environment over an optional TOML file.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut s = match file {
+            Some(path) => Self::from_toml_file(path)?,
+            None => Self::default(),
+        };
+        s.overlay(std::env::vars());
+        Ok(s)
+    }
+
+    pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("--config", format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| ConfigError {
+            setting: format!("--config {}: {}", path.display(), e.setting),
+            message: e.message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            err("syntax", e.message().to_string())
+        })?;
+        let mut values = HashMap::new();
+        for (key, value) in table {
+            let (env, _) = SETTINGS
+                .iter()
+                .find(|(_, k)| *k == key)
+                .ok_or_else(|| err(&key, "unknown setting"))?;
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            values.insert(*env, text);
+        }
+        Ok(Self { values })
+    }
+
+    /// Later values win: this is how the environment overrides the file.
+    pub fn overlay(&mut self, vars: impl IntoIterator<Item = (String, String)>) {
+        for (k, v) in vars {
+            if let Some((env, _)) = SETTINGS.iter().find(|(e, _)| *e == k) {
+                self.values.insert(env, v);
+            }
+        }
+    }
+
+    pub fn set(&mut self, env: &'static str, value: impl Into<String>) {
+        self.values.insert(env, value.into());
+    }
+
+    fn get(&self, env: &str) -> Option<&str> {
+        self.values
+            .get(env)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+    }
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|_| format!("{text:?} is not a duration (write e.g. 5s, 500ms, 2m)"))
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("{text:?} is not true or false")),
+    }
+}
+
+impl Config {
+    /// Parse every setting; `serve` additionally needs the org id and token.
+    pub fn from_sources(s: &Sources) -> Result<Self, ConfigError> {
+        fn typed<T>(
+            s: &Sources,
+            env: &str,
+            default: &str,
+            parse: impl Fn(&str) -> Result<T, String>,
+        ) -> Result<T, ConfigError> {
+            parse(s.get(env).unwrap_or(default)).map_err(|m| err(env, m))
+        }
+        let positive = |env: &str, d: Duration| {
+            if d.is_zero() {
+                Err(err(env, "must be greater than zero"))
+            } else {
+                Ok(d)
+            }
+        };
+        let count = |t: &str| t.parse::<usize>().map_err(|_| format!("{t:?} is not a whole number"));
+
+        let org_id = s
+            .get("VERRIFLO_ORG_ID")
+            .map(|v| OrgId::parse(v).map_err(|m| err("VERRIFLO_ORG_ID", m)))
+            .transpose()?;
+        let admin_token = s
+            .get("RELAY_ADMIN_TOKEN")
+            .map(|v| AdminToken::parse(v).map_err(|m| err("RELAY_ADMIN_TOKEN", m)))
+            .transpose()?;
+        let api_url = typed(s, "VERRIFLO_API_URL", "https://api.verriflo.com", |t| {
+            let url = Url::parse(t).map_err(|e| format!("{t:?} is not a URL: {e}"))?;
+            match url.scheme() {
+                "http" | "https" if url.host().is_some() => Ok(url),
+                _ => Err(format!("{t:?} is not an http(s) URL")),
+            }
+        })?;
+        let listen = typed(s, "RELAY_LISTEN", "127.0.0.1:8080", |t| {
+            t.parse::<SocketAddr>()
+                .map_err(|_| format!("{t:?} is not an address like 127.0.0.1:8080"))
+        })?;
+        let data_dir = PathBuf::from(s.get("RELAY_DATA_DIR").unwrap_or("./data"));
+        let poll_interval = positive(
+            "RELAY_POLL_INTERVAL",
+            typed(s, "RELAY_POLL_INTERVAL", "5s", parse_duration)?,
+        )?;
+        let rooms = s
+            .get("RELAY_ROOMS")
+            .map(|t| {
+                t.split(',')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(|r| {
+                        crate::room::RoomId::parse(r)
+                            .map(|_| r.to_string())
+                            .map_err(|e| err("RELAY_ROOMS", format!("{r:?}: {e}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let max_rps = typed(s, "RELAY_MAX_RPS", "0", |t| {
+            t.parse::<u32>().map_err(|_| format!("{t:?} is not a whole number"))
+        })?;
+        let initial_events = typed(s, "RELAY_INITIAL_EVENTS", "false", parse_bool)?;
+        let retry_schedule = typed(s, "RELAY_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE, |t| {
+            t.split(',').map(parse_duration).collect::<Result<Vec<_>, _>>()
+        })?;
+        let delivery_timeout = positive(
+            "RELAY_DELIVERY_TIMEOUT",
+            typed(s, "RELAY_DELIVERY_TIMEOUT", "15s", parse_duration)?,
+        )?;
+        let allow_private_targets = typed(s, "RELAY_ALLOW_PRIVATE_TARGETS", "false", parse_bool)?;
+        let log_format = typed(s, "RELAY_LOG_FORMAT", "pretty", |t| match t {
+            "pretty" => Ok(LogFormat::Pretty),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("{t:?} is neither pretty nor json")),
+        })?;
+        let max_in_flight = typed(s, "RELAY_MAX_IN_FLIGHT", "64", count)?.max(1);
+        let poll_backoff_max = positive(
+            "RELAY_POLL_BACKOFF_MAX",
+            typed(s, "RELAY_POLL_BACKOFF_MAX", "2m", parse_duration)?,
+        )?;
+        let delivery_concurrency = typed(s, "RELAY_DELIVERY_CONCURRENCY", "64", count)?.max(1);
+        let cache_mb = typed(s, "RELAY_CACHE_MB", "32", count)?;
+        Ok(Config {
+            org_id,
+            api_url,
+            admin_token,
+            listen,
+            data_dir,
+            poll_interval,
+            rooms,
+            max_rps,
+            initial_events,
+            retry_schedule,
+            delivery_timeout,
+            allow_private_targets,
+            log_format,
+            max_in_flight,
+            poll_backoff_max,
+            delivery_concurrency,
+            cache_capacity: cache_mb as u64 * 1024 * 1024,
+        })
+    }
+
+    /// What `serve` needs beyond the defaults.
+    pub fn require_serve(&self) -> Result<(&OrgId, &AdminToken), ConfigError> {
+        let org = self
+            .org_id
+            .as_ref()
+            .ok_or_else(|| err("VERRIFLO_ORG_ID", "is required by serve"))?;
+        let token = self
+            .admin_token
+            .as_ref()
+            .ok_or_else(|| err("RELAY_ADMIN_TOKEN", "is required by serve"))?;
+        Ok((org, token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(pairs: &[(&str, &str)]) -> Sources {
+        let mut s = Sources::default();
+        s.overlay(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        s
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = Config::from_sources(&Sources::default()).unwrap();
+        assert_eq!(c.api_url.as_str(), "https://api.verriflo.com/");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.poll_interval, Duration::from_secs(5));
+        assert_eq!(c.delivery_timeout, Duration::from_secs(15));
+        assert_eq!(c.retry_schedule.len(), 9);
+        assert_eq!(c.retry_schedule[8], Duration::from_secs(24 * 3600));
+        assert!(!c.initial_events && !c.allow_private_targets);
+        assert!(c.require_serve().is_err());
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        for (k, v) in [
+            ("RELAY_POLL_INTERVAL", "fast"),
+            ("RELAY_POLL_INTERVAL", "0s"),
+            ("RELAY_LISTEN", "nowhere"),
+            ("VERRIFLO_API_URL", "ftp://x"),
+            ("RELAY_ADMIN_TOKEN", "short"),
+            ("RELAY_MAX_RPS", "-1"),
+            ("RELAY_INITIAL_EVENTS", "maybe"),
+            ("RELAY_RETRY_SCHEDULE", "5s,,1m"),
+            ("RELAY_LOG_FORMAT", "xml"),
+        ] {
+            let e = Config::from_sources(&sources(&[(k, v)])).unwrap_err();
+            assert_eq!(e.setting, k, "{e}");
+            assert!(!e.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let mut s = Sources::from_toml(
+            "poll_interval = \"7s\"\nrooms = [\"a\", \"b\"]\nmax_rps = 3\ninitial_events = true",
+        )
+        .unwrap();
+        s.overlay([("RELAY_POLL_INTERVAL".to_string(), "250ms".to_string())]);
+        let c = Config::from_sources(&s).unwrap();
+        assert_eq!(c.poll_interval, Duration::from_millis(250));
+        assert_eq!(c.rooms, vec!["a", "b"]);
+        assert_eq!(c.max_rps, 3);
+        assert!(c.initial_events);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let e = Sources::from_toml("poll_intervall = \"5s\"").unwrap_err();
+        assert_eq!(e.setting, "poll_intervall");
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let c = Config::from_sources(&sources(&[
+            ("RELAY_ADMIN_TOKEN", "0123456789abcdef-secret"),
+            ("VERRIFLO_ORG_ID", "org-secret-id"),
+        ]))
+        .unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("secret"), "{printed}");
+    }
+}

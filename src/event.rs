@@ -1,0 +1,165 @@
+//! Events: what the diff emits, what the store keeps and what webhooks carry.
+
+use crate::room::RoomStatus;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Every event type, in SPEC's order within one poll (closing, opening, counts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "recording.stopped")]
+    RecordingStopped,
+    #[serde(rename = "teacher.left")]
+    TeacherLeft,
+    #[serde(rename = "room.ended")]
+    RoomEnded,
+    #[serde(rename = "room.deleted")]
+    RoomDeleted,
+    #[serde(rename = "room.created")]
+    RoomCreated,
+    #[serde(rename = "room.started")]
+    RoomStarted,
+    #[serde(rename = "teacher.joined")]
+    TeacherJoined,
+    #[serde(rename = "recording.started")]
+    RecordingStarted,
+    #[serde(rename = "participants.changed")]
+    ParticipantsChanged,
+    #[serde(rename = "room.updated")]
+    RoomUpdated,
+    #[serde(rename = "webhook.test")]
+    WebhookTest,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 11] = [
+        Self::RecordingStopped,
+        Self::TeacherLeft,
+        Self::RoomEnded,
+        Self::RoomDeleted,
+        Self::RoomCreated,
+        Self::RoomStarted,
+        Self::TeacherJoined,
+        Self::RecordingStarted,
+        Self::ParticipantsChanged,
+        Self::RoomUpdated,
+        Self::WebhookTest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RecordingStopped => "recording.stopped",
+            Self::TeacherLeft => "teacher.left",
+            Self::RoomEnded => "room.ended",
+            Self::RoomDeleted => "room.deleted",
+            Self::RoomCreated => "room.created",
+            Self::RoomStarted => "room.started",
+            Self::TeacherJoined => "teacher.joined",
+            Self::RecordingStarted => "recording.started",
+            Self::ParticipantsChanged => "participants.changed",
+            Self::RoomUpdated => "room.updated",
+            Self::WebhookTest => "webhook.test",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A room event before it has an id: the pure diff's output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomChange {
+    pub kind: EventType,
+    /// Deduced rather than seen (a new `startedAt` or `createdAt`).
+    pub inferred: bool,
+}
+
+/// A stored event. The webhook body is exactly this without `id`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// When the change was seen (RFC 3339).
+    pub timestamp: DateTime<Utc>,
+    pub data: serde_json::Value,
+}
+
+/// The `data` of a room event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomEventData {
+    pub room_id: String,
+    pub sequence: u64,
+    /// Null when the room had no snapshot before (initial events).
+    pub previous: Option<RoomStatus>,
+    pub current: RoomStatus,
+    /// Field name → `{"previous": .., "current": ..}` for every field that differs.
+    pub changes: serde_json::Map<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inferred: bool,
+}
+
+/// Serialize the webhook body of `event`: the event without its id.
+pub fn webhook_body(event: &Event) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        #[serde(rename = "type")]
+        kind: EventType,
+        timestamp: &'a DateTime<Utc>,
+        data: &'a serde_json::Value,
+    }
+    serde_json::to_vec(&Body {
+        kind: event.kind,
+        timestamp: &event.timestamp,
+        data: &event.data,
+    })
+    .expect("an event always serializes")
+}
+
+impl Event {
+    /// The room this event belongs to, if it is a room event.
+    pub fn room_id(&self) -> Option<&str> {
+        self.data.get("roomId").and_then(|v| v.as_str())
+    }
+
+    pub fn sequence(&self) -> Option<u64> {
+        self.data.get("sequence").and_then(|v| v.as_u64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_round_trip() {
+        for t in EventType::ALL {
+            assert_eq!(EventType::parse(t.as_str()), Some(t));
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(json, format!("\"{}\"", t.as_str()));
+        }
+    }
+
+    #[test]
+    fn webhook_body_is_event_without_id() {
+        let event = Event {
+            id: "evt_1".into(),
+            kind: EventType::RoomStarted,
+            timestamp: "2024-01-15T09:02:30Z".parse().unwrap(),
+            data: serde_json::json!({"roomId": "r", "sequence": 1}),
+        };
+        let body: serde_json::Value = serde_json::from_slice(&webhook_body(&event)).unwrap();
+        let mut expected = serde_json::to_value(&event).unwrap();
+        expected.as_object_mut().unwrap().remove("id");
+        assert_eq!(body, expected);
+    }
+}

@@ -1,0 +1,100 @@
+//! Stored events: by id, and paged in emission order, optionally by room and type.
+
+use super::keys::{event_key_of, room_key, room_seq_key};
+use super::{decode, Result, Store};
+use crate::event::{Event, EventType};
+
+/// At most this many entries are read for one page, so a filter that matches
+/// little never makes one request scan the whole store.
+const SCAN_BUDGET: usize = 10_000;
+
+#[derive(Debug, Default, Clone)]
+pub struct EventFilter {
+    pub room: Option<String>,
+    pub kind: Option<EventType>,
+    /// Only events after this event id (exclusive).
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    /// Pass as `after` for the next page; None when the end was reached.
+    pub next: Option<String>,
+}
+
+impl Store {
+    pub fn event(&self, id: &str) -> Result<Option<Event>> {
+        let Some(key) = event_key_of(id) else {
+            return Ok(None);
+        };
+        self.events.get(key)?.map(|b| decode("events", &b)).transpose()
+    }
+
+    /// A page of events in the order they were emitted.
+    pub fn list_events(&self, filter: &EventFilter) -> Result<EventPage> {
+        let limit = filter.limit.max(1);
+        let mut page = EventPage::default();
+        let mut scanned = 0;
+        let mut last_key: Option<String> = None;
+        let mut accept = |event: Event, page: &mut EventPage| -> bool {
+            last_key = Some(event.id.clone());
+            if filter.kind.is_none_or(|k| k == event.kind) {
+                page.events.push(event);
+            }
+            page.events.len() >= limit
+        };
+        let mut full = false;
+        match &filter.room {
+            None => {
+                let start = match &filter.after {
+                    Some(after) => match event_key_of(after) {
+                        Some(k) => (u128::from_be_bytes(k).saturating_add(1)).to_be_bytes().to_vec(),
+                        None => return Ok(page),
+                    },
+                    None => Vec::new(),
+                };
+                for item in self.events.range(start..) {
+                    let (_, v) = item?;
+                    scanned += 1;
+                    full = accept(decode("events", &v)?, &mut page);
+                    if full || scanned >= SCAN_BUDGET {
+                        break;
+                    }
+                }
+            }
+            Some(room) => {
+                let after_seq = match &filter.after {
+                    Some(after) => match self.event(after)? {
+                        Some(e) if e.room_id() == Some(room.as_str()) => e.sequence().unwrap_or(0),
+                        _ => return Ok(page),
+                    },
+                    None => 0,
+                };
+                let prefix = room_key(room);
+                for item in self
+                    .room_events
+                    .range(room_seq_key(room, after_seq.saturating_add(1))..)
+                {
+                    let (k, ek) = item?;
+                    if !k.starts_with(&prefix) {
+                        break;
+                    }
+                    scanned += 1;
+                    let Some(v) = self.events.get(&ek)? else {
+                        continue;
+                    };
+                    full = accept(decode("events", &v)?, &mut page);
+                    if full || scanned >= SCAN_BUDGET {
+                        break;
+                    }
+                }
+            }
+        }
+        if full || scanned >= SCAN_BUDGET {
+            page.next = last_key;
+        }
+        Ok(page)
+    }
+}

@@ -1,0 +1,194 @@
+//! The client of Verriflo's Room Status endpoint: one request, one typed outcome.
+
+use crate::room::{RoomId, RoomStatus};
+use crate::secret::OrgId;
+use std::time::Duration;
+use url::Url;
+
+/// The largest answer read; the documented one is a few hundred bytes.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Why a poll did not yield a room state. None of these is ever a state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PollError {
+    #[error("upstream answered 400 (room id rejected)")]
+    BadRequest,
+    #[error("upstream answered 401 (organization id rejected)")]
+    Unauthorized,
+    #[error("upstream answered 429 (rate limited)")]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("upstream answered {0}")]
+    Status(u16),
+    #[error("upstream timed out")]
+    Timeout,
+    #[error("upstream unreachable: {0}")]
+    Connect(String),
+    #[error("upstream answer is not the documented JSON: {0}")]
+    InvalidBody(String),
+}
+
+impl PollError {
+    /// A short, bounded label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Status(_) => "status",
+            Self::Timeout => "timeout",
+            Self::Connect(_) => "connect",
+            Self::InvalidBody(_) => "invalid_body",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    base: Url,
+    org: OrgId,
+}
+
+impl UpstreamClient {
+    pub fn new(base: Url, org: OrgId, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .user_agent(concat!("verriflo-relay/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds with static settings");
+        Self { http, base, org }
+    }
+
+    /// `{base}/v1/room/{roomId}/status`, the room id percent-encoded as one segment.
+    pub fn status_url(&self, room: &RoomId) -> Url {
+        status_url(&self.base, room)
+    }
+
+    pub async fn fetch(&self, room: &RoomId) -> Result<RoomStatus, PollError> {
+        let response = self
+            .http
+            .get(self.status_url(room))
+            .header("VF-ORG-ID", self.org.expose())
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status().as_u16();
+        match status {
+            200 => {}
+            400 => return Err(PollError::BadRequest),
+            401 => return Err(PollError::Unauthorized),
+            429 => {
+                return Err(PollError::RateLimited {
+                    retry_after: crate::retry_after::parse(response.headers()),
+                })
+            }
+            _ => return Err(PollError::Status(status)),
+        }
+        let body = read_limited(response).await?;
+        parse_body(room, &body)
+    }
+}
+
+pub fn status_url(base: &Url, room: &RoomId) -> Url {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .expect("the base URL is http(s)")
+        .pop_if_empty()
+        .extend(["v1", "room", room.as_str(), "status"]);
+    url
+}
+
+fn transport_error(e: reqwest::Error) -> PollError {
+    if e.is_timeout() {
+        PollError::Timeout
+    } else if e.is_body() || e.is_decode() {
+        PollError::InvalidBody(e.without_url().to_string())
+    } else {
+        PollError::Connect(e.without_url().to_string())
+    }
+}
+
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, PollError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(PollError::InvalidBody("answer over 64 KiB".into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Parse a 200 answer strictly: the documented envelope, `success: true`, the
+/// documented types, and the room that was asked for. Anything else is a lie
+/// or garbage, never a state.
+pub fn parse_body(room: &RoomId, body: &[u8]) -> Result<RoomStatus, PollError> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        success: bool,
+        data: Option<RoomStatus>,
+    }
+    let bad = |m: String| PollError::InvalidBody(m);
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    if !envelope.success {
+        return Err(bad("success is false".into()));
+    }
+    let data = envelope.data.ok_or_else(|| bad("no data".into()))?;
+    if data.room_id != room.as_str() {
+        return Err(bad("data is about another room".into()));
+    }
+    if !data.exists && data.is_active {
+        return Err(bad("a room that does not exist cannot be active".into()));
+    }
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(s: &str) -> RoomId {
+        RoomId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn room_ids_are_one_encoded_segment() {
+        let base = Url::parse("https://api.verriflo.com").unwrap();
+        let url = status_url(&base, &room("a/b c%ü"));
+        assert_eq!(url.path(), "/v1/room/a%2Fb%20c%25%C3%BC/status");
+        let prefixed = Url::parse("http://h/proxy/").unwrap();
+        assert_eq!(status_url(&prefixed, &room("x")).path(), "/proxy/v1/room/x/status");
+    }
+
+    #[test]
+    fn both_documented_shapes_parse() {
+        let full = br#"{"success":true,"message":"Room status retrieved","data":{"exists":true,"isActive":true,"roomId":"math-101","title":"Calculus I","participantCount":12,"hasTeacher":true,"isRecording":true,"createdAt":"2024-01-15T09:00:00.000Z","startedAt":"2024-01-15T09:02:30.000Z"}}"#;
+        let s = parse_body(&room("math-101"), full).unwrap();
+        assert_eq!(s.participant_count, Some(12));
+        let missing = br#"{"success":true,"message":"Room not found","data":{"exists":false,"isActive":false,"roomId":"math-101"}}"#;
+        let s = parse_body(&room("math-101"), missing).unwrap();
+        assert!(!s.exists && s.title.is_none());
+    }
+
+    #[test]
+    fn garbage_and_lies_are_errors() {
+        let r = room("math-101");
+        for body in [
+            &b"<html>oops</html>"[..],
+            b"",
+            b"{}",
+            br#"{"success":false,"message":"x"}"#,
+            br#"{"success":true,"data":{"exists":true,"isActive":true,"roomId":"other"}}"#,
+            br#"{"success":true,"data":{"exists":false,"isActive":true,"roomId":"math-101"}}"#,
+            br#"{"success":true,"data":{"exists":true,"isActive":true,"roomId":"math-101","participantCount":-3}}"#,
+            br#"{"success":true,"data":{"exists":"yes","isActive":true,"roomId":"math-101"}}"#,
+        ] {
+            assert!(matches!(parse_body(&r, body), Err(PollError::InvalidBody(_))), "{body:?}");
+        }
+    }
+}
