@@ -53,6 +53,10 @@ pub struct Config {
     pub delivery_concurrency: usize,
     /// sled's page cache, in bytes.
     pub cache_capacity: u64,
+    /// How long one upstream request may take.
+    pub upstream_timeout: Duration,
+    /// How long shutdown waits for work in flight.
+    pub shutdown_grace: Duration,
 }
 
 /// `(environment name, TOML key)` of every setting; the environment wins.
@@ -74,6 +78,8 @@ const SETTINGS: &[(&str, &str)] = &[
     ("RELAY_POLL_BACKOFF_MAX", "poll_backoff_max"),
     ("RELAY_DELIVERY_CONCURRENCY", "delivery_concurrency"),
     ("RELAY_CACHE_MB", "cache_mb"),
+    ("RELAY_UPSTREAM_TIMEOUT", "upstream_timeout"),
+    ("RELAY_SHUTDOWN_GRACE", "shutdown_grace"),
 ];
 
 pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,14h,20h,24h";
@@ -245,6 +251,11 @@ impl Config {
         )?;
         let delivery_concurrency = typed(s, "RELAY_DELIVERY_CONCURRENCY", "64", count)?.max(1);
         let cache_mb = typed(s, "RELAY_CACHE_MB", "32", count)?;
+        let upstream_timeout = positive(
+            "RELAY_UPSTREAM_TIMEOUT",
+            typed(s, "RELAY_UPSTREAM_TIMEOUT", "10s", parse_duration)?,
+        )?;
+        let shutdown_grace = typed(s, "RELAY_SHUTDOWN_GRACE", "10s", parse_duration)?;
         Ok(Config {
             org_id,
             api_url,
@@ -263,6 +274,8 @@ impl Config {
             poll_backoff_max,
             delivery_concurrency,
             cache_capacity: cache_mb as u64 * 1024 * 1024,
+            upstream_timeout,
+            shutdown_grace,
         })
     }
 

@@ -2,6 +2,10 @@
 //!
 //! # Layout
 //!
+//! - `api`: the admin HTTP API (routes, bearer auth, the envelope)
+//! - `app`: the service assembled from a config and a listener, run until shutdown
+//! - `telemetry`: log set-up
+//! - `shutdown`: SIGTERM / Ctrl-C
 //! - `config`: settings from a TOML file and the environment, typed and validated
 //! - `secret`: newtypes for the org id and admin token that never print
 //! - `room`: room ids and snapshots in the upstream's shape
@@ -10,12 +14,20 @@
 //! - `upstream`: the Room Status client and its typed failures
 //! - `retry_after`: parsing `Retry-After`
 //! - `store`: the sled store (rooms, snapshots, events)
+//! - `poller`: per-room polling loops around `poll_once`, backoff and upstream limits
+//! - `mock`: the simulated upstream, scriptable, with a self-running scenario
 
+pub mod api;
+pub mod app;
 pub mod config;
 pub mod diff;
 pub mod event;
+pub mod mock;
+pub mod poller;
 pub mod retry_after;
 pub mod room;
 pub mod secret;
+pub mod shutdown;
 pub mod store;
+pub mod telemetry;
 pub mod upstream;

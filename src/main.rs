@@ -1,1 +1,103 @@
-fn main(){}
+//! The `verriflo-relay` binary: parse the command line and settings, then hand
+//! over to the library.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use verriflo_relay::config::{parse_duration, Config, ConfigError, Sources};
+use verriflo_relay::{app, mock, shutdown, telemetry};
+
+#[derive(Parser)]
+#[command(name = "verriflo-relay", version, about = "Signed webhooks for Verriflo room changes")]
+struct Cli {
+    /// A TOML file of settings; the environment overrides it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The service: poller, delivery workers and admin API.
+    Serve,
+    /// Only the simulated Verriflo upstream.
+    MockUpstream {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: String,
+        /// Accept only this org id (any non-empty one when absent).
+        #[arg(long, env = "VERRIFLO_ORG_ID")]
+        org_id: Option<String>,
+        /// Rooms the self-running scenario drives (none: rooms change only when scripted).
+        #[arg(long, value_delimiter = ',')]
+        scenario_rooms: Vec<String>,
+        /// How often the scenario changes a room.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        tick: std::time::Duration,
+    },
+}
+
+fn config_error(e: ConfigError) -> ExitCode {
+    eprintln!("verriflo-relay: bad setting {e}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Sources::load(cli.config.as_deref()).and_then(|s| Config::from_sources(&s)) {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    let result = match cli.command {
+        Command::Serve => {
+            if let Err(e) = config.require_serve() {
+                return config_error(e);
+            }
+            telemetry::init(config.log_format);
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("RELAY_LISTEN: cannot listen on {}: {e}", config.listen))?;
+                app::run(config, listener, shutdown::signal()).await
+            })
+        }
+        Command::MockUpstream { listen, org_id, scenario_rooms, tick } => {
+            telemetry::init(config.log_format);
+            runtime.block_on(run_mock(listen, org_id, scenario_rooms, tick))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("verriflo-relay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_mock(
+    listen: String,
+    org_id: Option<String>,
+    rooms: Vec<String>,
+    tick: std::time::Duration,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--listen: cannot listen on {listen}: {e}"))?;
+    let upstream = mock::MockUpstream::new(org_id);
+    let stop = tokio_util::sync::CancellationToken::new();
+    if !rooms.is_empty() {
+        let scenario = mock::Scenario { rooms, tick };
+        tokio::spawn(scenario.run(upstream.clone(), stop.clone()));
+    }
+    tracing::info!(listen = %listener.local_addr()?, "simulated Verriflo upstream serving (control API under /_control)");
+    upstream
+        .serve(listener, async move {
+            shutdown::signal().await;
+            stop.cancel();
+        })
+        .await?;
+    Ok(())
+}

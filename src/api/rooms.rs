@@ -1,0 +1,128 @@
+//! Rooms: watch, unwatch, list, and the drop-in upstream status route.
+
+use super::auth::bearer_ok;
+use super::error::{ok, ok_value, ApiError, ApiPath};
+use super::AppState;
+use crate::room::RoomId;
+use crate::store::RoomRecord;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+pub fn parse_room(raw: String) -> Result<RoomId, ApiError> {
+    RoomId::parse(raw).map_err(|e| ApiError::Validation(format!("invalid room id: {e}")))
+}
+
+fn view(state: &AppState, r: &RoomRecord) -> Value {
+    let rt = state.poller.runtime(&r.room_id);
+    json!({
+        "roomId": r.room_id,
+        "watchedSince": r.watched_since,
+        "lastPolledAt": rt.last_polled_at,
+        "lastChangedAt": r.last_changed_at,
+        "health": rt.health,
+        "lastError": rt.last_error,
+        "consecutiveFailures": rt.failures,
+        "sequence": r.sequence,
+        "status": r.snapshot,
+    })
+}
+
+fn watched(state: &AppState, room: &RoomId) -> Result<RoomRecord, ApiError> {
+    state
+        .store
+        .room(room.as_str())?
+        .filter(|r| r.watched_since.is_some())
+        .ok_or_else(|| ApiError::NotFound(format!("room {:?} is not watched", room.as_str())))
+}
+
+pub async fn put_room(
+    State(state): State<AppState>,
+    ApiPath(raw): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let room = parse_room(raw)?;
+    let created = state.poller.watch(&room)?;
+    let record = watched(&state, &room)?;
+    let (status, message) = if created {
+        (StatusCode::CREATED, "Room watched")
+    } else {
+        (StatusCode::OK, "Room already watched")
+    };
+    Ok(ok(status, message, view(&state, &record)))
+}
+
+pub async fn delete_room(
+    State(state): State<AppState>,
+    ApiPath(raw): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let room = parse_room(raw)?;
+    let record = watched(&state, &room)?;
+    state.poller.unwatch(&room)?;
+    Ok(ok_value("Room no longer watched; its events stay", json!({"roomId": record.room_id})))
+}
+
+pub async fn list_rooms(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let rooms: Vec<Value> = state
+        .store
+        .watched_rooms()?
+        .iter()
+        .map(|r| view(&state, r))
+        .collect();
+    Ok(ok_value("Watched rooms", Value::Array(rooms)))
+}
+
+pub async fn get_room(
+    State(state): State<AppState>,
+    ApiPath(raw): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let room = parse_room(raw)?;
+    let record = watched(&state, &room)?;
+    Ok(ok_value("Room", view(&state, &record)))
+}
+
+/// The upstream's own error shape, for the drop-in route's clients.
+fn upstream_error(status: StatusCode, message: &str, code: &str) -> Response {
+    let body = json!({"success": false, "message": message, "error": {"code": code}});
+    (status, Json(body)).into_response()
+}
+
+/// `GET /v1/room/{roomId}/status`: the upstream's answer, from the last snapshot.
+pub async fn drop_in_status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(raw): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let org_ok = headers
+        .get("vf-org-id")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| state.org_id.matches(v));
+    if !org_ok && !bearer_ok(&state, &headers) {
+        return Ok(upstream_error(StatusCode::UNAUTHORIZED, "Unauthorized", "unauthorized"));
+    }
+    if raw.trim().is_empty() {
+        return Ok(upstream_error(StatusCode::BAD_REQUEST, "Missing roomId", "validation_failed"));
+    }
+    let room = parse_room(raw)?;
+    let record = state.store.room(room.as_str())?.filter(|r| r.watched_since.is_some());
+    let Some(record) = record else {
+        return Ok(upstream_error(
+            StatusCode::NOT_FOUND,
+            "Room is not watched by this relay: PUT /v1/rooms/{roomId} first",
+            "not_watched",
+        ));
+    };
+    let Some(snapshot) = record.snapshot else {
+        let mut r = upstream_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Room status not known yet: the first poll has not succeeded",
+            "not_polled_yet",
+        );
+        let secs = state.poller.settings().interval.as_secs().max(1);
+        r.headers_mut().insert("retry-after", secs.into());
+        return Ok(r);
+    };
+    let body = json!({"success": true, "message": snapshot.upstream_message(), "data": snapshot});
+    Ok(Json(body).into_response())
+}

@@ -1,0 +1,84 @@
+//! The service assembled: store, poller and admin API, run until shutdown.
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::poller::{PollSettings, Poller};
+use crate::room::RoomId;
+use crate::store::Store;
+use crate::upstream::UpstreamClient;
+use anyhow::Context;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// Run the relay on `listener` until `shutdown` resolves, then drain: stop
+/// polling, let work in flight finish within the grace period, flush the store.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (org_id, admin_token) = config.require_serve()?;
+    let store = Store::open(&config.data_dir, config.cache_capacity).with_context(|| {
+        format!("RELAY_DATA_DIR: cannot open the store in {}", config.data_dir.display())
+    })?;
+    let client = UpstreamClient::new(config.api_url.clone(), org_id.clone(), config.upstream_timeout);
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let poller = Poller::new(
+        client,
+        store.clone(),
+        PollSettings {
+            interval: config.poll_interval,
+            backoff_max: config.poll_backoff_max,
+            max_in_flight: config.max_in_flight,
+            max_rps: config.max_rps,
+            initial_events: config.initial_events,
+        },
+        Arc::new(Notify::new()),
+        cancel.clone(),
+        tracker.clone(),
+    );
+    for raw in &config.rooms {
+        let room = RoomId::parse(raw.as_str()).context("RELAY_ROOMS")?;
+        poller.watch(&room)?;
+    }
+    let watched = poller.start()?;
+    let router = api::router(AppState {
+        store: store.clone(),
+        poller,
+        admin_token: admin_token.clone(),
+        org_id: org_id.clone(),
+    });
+    info!(
+        listen = %listener.local_addr()?,
+        upstream = %config.api_url,
+        rooms = watched,
+        interval = ?config.poll_interval,
+        "verriflo-relay serving"
+    );
+
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(cancel.clone().cancelled_owned())
+        .await
+        .context("admin API server failed")?;
+
+    info!("shutting down: polling stopped, draining work in flight");
+    cancel.cancel();
+    tracker.close();
+    if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
+        warn!(grace = ?config.shutdown_grace, "work still in flight after the grace period; it will be retried after restart");
+    }
+    store.flush().await.context("flushing the store")?;
+    info!("store flushed; bye");
+    Ok(())
+}

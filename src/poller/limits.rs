@@ -1,0 +1,135 @@
+//! What every room's poll shares: the requests-per-second cap, the pause a
+//! 429 imposes, and whether the upstream accepts our org id.
+
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Spaces requests at least `1/rps` apart (no bursts); no cap when rps is 0.
+pub struct RateLimiter {
+    spacing: Option<Duration>,
+    next: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    pub fn new(rps: u32) -> Self {
+        Self {
+            spacing: (rps > 0).then(|| Duration::from_secs(1) / rps),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Wait for this request's slot.
+    pub async fn acquire(&self) {
+        let Some(spacing) = self.spacing else { return };
+        let slot = {
+            let mut next = self.next.lock().unwrap();
+            let slot = (*next).max(Instant::now());
+            *next = slot + spacing;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+/// A pause every room honours after a 429.
+#[derive(Default)]
+pub struct Pause {
+    until: Mutex<Option<Instant>>,
+}
+
+impl Pause {
+    pub fn extend(&self, wait: Duration) {
+        let target = Instant::now() + wait;
+        let mut until = self.until.lock().unwrap();
+        if until.is_none_or(|u| u < target) {
+            *until = Some(target);
+        }
+    }
+
+    pub async fn wait(&self) {
+        let until = *self.until.lock().unwrap();
+        if let Some(t) = until {
+            tokio::time::sleep_until(t).await;
+        }
+    }
+}
+
+/// The upstream's view of our org id, as of the last answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// No answer yet.
+    Unknown,
+    Accepted,
+    Rejected,
+}
+
+pub struct AuthGate {
+    tx: watch::Sender<Auth>,
+}
+
+impl Default for AuthGate {
+    fn default() -> Self {
+        Self {
+            tx: watch::channel(Auth::Unknown).0,
+        }
+    }
+}
+
+impl AuthGate {
+    pub fn get(&self) -> Auth {
+        *self.tx.borrow()
+    }
+
+    /// Record an answer; returns true when this changes the state, so the
+    /// caller logs a transition once rather than once per room.
+    pub fn set(&self, auth: Auth) -> bool {
+        self.tx.send_if_modified(|cur| {
+            let changed = *cur != auth;
+            *cur = auth;
+            changed
+        })
+    }
+
+    /// Resolve once the org id is not known to be rejected.
+    pub async fn wait_not_rejected(&self) {
+        let mut rx = self.tx.subscribe();
+        // An error means the gate is gone, which only happens at shutdown.
+        let _ = rx.wait_for(|a| *a != Auth::Rejected).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn limiter_spaces_requests() {
+        let l = RateLimiter::new(10);
+        let start = Instant::now();
+        for _ in 0..5 {
+            l.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::from_millis(400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pause_holds_until_it_ends() {
+        let p = Pause::default();
+        p.extend(Duration::from_secs(3));
+        p.extend(Duration::from_secs(1));
+        let start = Instant::now();
+        p.wait().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn auth_reports_transitions_once() {
+        let g = AuthGate::default();
+        assert!(g.set(Auth::Rejected));
+        assert!(!g.set(Auth::Rejected));
+        assert!(g.set(Auth::Accepted));
+        assert_eq!(g.get(), Auth::Accepted);
+    }
+}

@@ -1,0 +1,336 @@
+//! The poller: one light task per watched room, each a thin loop around
+//! [`Poller::poll_once`], sharing the upstream limits.
+
+mod limits;
+pub mod schedule;
+
+pub use limits::{Auth, AuthGate};
+
+use crate::room::RoomId;
+use crate::store::{PollCommit, Store};
+use crate::upstream::{PollError, UpstreamClient};
+use chrono::{DateTime, Utc};
+use limits::{Pause, RateLimiter};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, instrument, warn};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Ok,
+    Failing,
+    Unauthorized,
+    Invalid,
+}
+
+/// What the poller knows of a room beyond its stored snapshot. Kept in
+/// memory: an unchanged answer writes nothing to disk.
+#[derive(Clone, Debug)]
+pub struct RoomRuntime {
+    pub last_polled_at: Option<DateTime<Utc>>,
+    pub health: Health,
+    pub failures: u32,
+    pub last_error: Option<String>,
+}
+
+impl Default for RoomRuntime {
+    fn default() -> Self {
+        Self {
+            last_polled_at: None,
+            health: Health::Ok,
+            failures: 0,
+            last_error: None,
+        }
+    }
+}
+
+/// The outcome of one poll of one room.
+#[derive(Debug, PartialEq)]
+pub enum PollOutcome {
+    Unchanged,
+    Baseline,
+    Changed(usize),
+    NotWatched,
+    Failed(PollError),
+    StoreFailed,
+}
+
+#[derive(Clone, Debug)]
+pub struct PollSettings {
+    pub interval: Duration,
+    pub backoff_max: Duration,
+    pub max_in_flight: usize,
+    pub max_rps: u32,
+    pub initial_events: bool,
+}
+
+#[derive(Clone)]
+pub struct Poller {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: UpstreamClient,
+    store: Store,
+    settings: PollSettings,
+    runtime: Mutex<HashMap<String, RoomRuntime>>,
+    tasks: Mutex<HashMap<String, CancellationToken>>,
+    in_flight: Semaphore,
+    limiter: RateLimiter,
+    pause: Pause,
+    auth: AuthGate,
+    next_slot: AtomicU64,
+    /// Woken whenever events were stored (the delivery engine listens).
+    events_stored: Arc<Notify>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Poller {
+    pub fn new(
+        client: UpstreamClient,
+        store: Store,
+        settings: PollSettings,
+        events_stored: Arc<Notify>,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                store,
+                in_flight: Semaphore::new(settings.max_in_flight),
+                limiter: RateLimiter::new(settings.max_rps),
+                settings,
+                runtime: Mutex::default(),
+                tasks: Mutex::default(),
+                pause: Pause::default(),
+                auth: AuthGate::default(),
+                next_slot: AtomicU64::new(0),
+                events_stored,
+                shutdown,
+                tracker,
+            }),
+        }
+    }
+
+    /// Start a task for every room the store says is watched.
+    pub fn start(&self) -> crate::store::Result<usize> {
+        let rooms = self.inner.store.watched_rooms()?;
+        let n = rooms.len();
+        for r in rooms {
+            if let Ok(room) = RoomId::parse(r.room_id) {
+                self.spawn_room(room);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Watch a room from now on; true when it was not watched before.
+    pub fn watch(&self, room: &RoomId) -> crate::store::Result<bool> {
+        let created = self.inner.store.watch(room, Utc::now())?;
+        self.spawn_room(room.clone());
+        Ok(created)
+    }
+
+    /// Stop watching; true when it was watched.
+    pub fn unwatch(&self, room: &RoomId) -> crate::store::Result<bool> {
+        let was = self.inner.store.unwatch(room)?;
+        if let Some(token) = self.inner.tasks.lock().unwrap().remove(room.as_str()) {
+            token.cancel();
+        }
+        self.inner.runtime.lock().unwrap().remove(room.as_str());
+        Ok(was)
+    }
+
+    pub fn runtime(&self, room: &str) -> RoomRuntime {
+        let mut rt = self
+            .inner
+            .runtime
+            .lock()
+            .unwrap()
+            .get(room)
+            .cloned()
+            .unwrap_or_default();
+        if self.auth() == Auth::Rejected && rt.health != Health::Invalid {
+            rt.health = Health::Unauthorized;
+        }
+        rt
+    }
+
+    pub fn auth(&self) -> Auth {
+        self.inner.auth.get()
+    }
+
+    pub fn settings(&self) -> &PollSettings {
+        &self.inner.settings
+    }
+
+    fn spawn_room(&self, room: RoomId) {
+        let token = self.inner.shutdown.child_token();
+        {
+            let mut tasks = self.inner.tasks.lock().unwrap();
+            if tasks.contains_key(room.as_str()) {
+                return;
+            }
+            tasks.insert(room.to_string(), token.clone());
+        }
+        let k = self.inner.next_slot.fetch_add(1, Ordering::Relaxed);
+        let first = schedule::phase(k, self.inner.settings.interval);
+        let this = self.clone();
+        self.inner.tracker.spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = this.room_loop(room, first) => {}
+            }
+        });
+    }
+
+    /// One room's life: wait for its phase, then poll once per interval,
+    /// backing off while it fails.
+    async fn room_loop(&self, room: RoomId, first: Duration) {
+        let s = &self.inner.settings;
+        let mut due = Instant::now() + first;
+        loop {
+            tokio::time::sleep_until(due).await;
+            if self.inner.auth.get() == Auth::Rejected {
+                // One probe for everyone: the other rooms wait for its verdict.
+                self.inner.auth.wait_not_rejected().await;
+            }
+            self.inner.pause.wait().await;
+            self.inner.limiter.acquire().await;
+            let outcome = {
+                let _permit = self.inner.in_flight.acquire().await.expect("never closed");
+                self.poll_once(&room).await
+            };
+            let failures = self.runtime(room.as_str()).failures;
+            let error = match &outcome {
+                PollOutcome::Failed(e) => Some(e),
+                PollOutcome::NotWatched => return,
+                _ => None,
+            };
+            if matches!(error, Some(PollError::Unauthorized)) {
+                // The gate holds this room until the probe sees the id accepted.
+                continue;
+            }
+            let wait = schedule::next_wait(error, failures, s.interval, s.backoff_max, &mut rand::thread_rng());
+            // Keep the room's phase while healthy; restart it after a failure.
+            due = if error.is_none() { (due + wait).max(Instant::now()) } else { Instant::now() + wait };
+        }
+    }
+
+    /// While the org id is rejected, one task asks again at a slow pace.
+    fn spawn_probe(&self, room: RoomId) {
+        let this = self.clone();
+        let shutdown = self.inner.shutdown.clone();
+        let every = (self.inner.settings.interval * 6).min(self.inner.settings.backoff_max).max(self.inner.settings.interval);
+        self.inner.tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                if this.inner.auth.get() != Auth::Rejected {
+                    return;
+                }
+                // Probe with a room that is still watched.
+                let probe = this.inner.tasks.lock().unwrap().keys().next().cloned();
+                let room = probe.and_then(|r| RoomId::parse(r).ok()).unwrap_or_else(|| room.clone());
+                this.poll_once(&room).await;
+            }
+        });
+    }
+
+    /// Poll one room once: fetch, diff against the snapshot, store.
+    #[instrument(skip(self), fields(room = %room))]
+    pub async fn poll_once(&self, room: &RoomId) -> PollOutcome {
+        let result = self.inner.client.fetch(room).await;
+        let now = Utc::now();
+        let outcome = match result {
+            Ok(status) => {
+                if self.inner.auth.set(Auth::Accepted) {
+                    info!("upstream accepts the organization id");
+                }
+                match self.inner.store.record_poll(room, &status, now, self.inner.settings.initial_events) {
+                    Ok(PollCommit::Unchanged) => PollOutcome::Unchanged,
+                    Ok(PollCommit::Baseline) => PollOutcome::Baseline,
+                    Ok(PollCommit::NotWatched) => PollOutcome::NotWatched,
+                    Ok(PollCommit::Changed(events)) => {
+                        for e in &events {
+                            info!(event_id = %e.id, kind = %e.kind, sequence = e.sequence(), "event");
+                        }
+                        self.inner.events_stored.notify_one();
+                        PollOutcome::Changed(events.len())
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "could not store the poll");
+                        PollOutcome::StoreFailed
+                    }
+                }
+            }
+            Err(e) => {
+                match &e {
+                    PollError::Unauthorized => {
+                        if self.inner.auth.set(Auth::Rejected) {
+                            warn!("upstream rejects the organization id (401): polling paused to a slow probe until it is accepted; check VERRIFLO_ORG_ID");
+                            self.spawn_probe(room.clone());
+                        }
+                    }
+                    PollError::RateLimited { retry_after } => {
+                        self.inner.pause.extend(retry_after.unwrap_or(self.inner.settings.interval));
+                    }
+                    _ => {}
+                }
+                PollOutcome::Failed(e)
+            }
+        };
+        self.record_runtime(room, now, &outcome);
+        outcome
+    }
+
+    fn record_runtime(&self, room: &RoomId, now: DateTime<Utc>, outcome: &PollOutcome) {
+        let mut map = self.inner.runtime.lock().unwrap();
+        if outcome == &PollOutcome::NotWatched {
+            map.remove(room.as_str());
+            return;
+        }
+        let rt = map.entry(room.to_string()).or_default();
+        rt.last_polled_at = Some(now);
+        match outcome {
+            PollOutcome::Failed(e) => {
+                rt.failures = rt.failures.saturating_add(1);
+                rt.last_error = Some(e.to_string());
+                rt.health = match e {
+                    PollError::BadRequest => Health::Invalid,
+                    PollError::Unauthorized => Health::Unauthorized,
+                    _ => Health::Failing,
+                };
+                if rt.failures == 1 {
+                    warn!(room = %room, error = %e, "poll failed");
+                }
+            }
+            PollOutcome::StoreFailed => {
+                rt.failures = rt.failures.saturating_add(1);
+                rt.last_error = Some("store write failed".into());
+                rt.health = Health::Failing;
+            }
+            _ => {
+                if rt.failures > 0 {
+                    info!(room = %room, after = rt.failures, "poll recovered");
+                }
+                *rt = RoomRuntime {
+                    last_polled_at: Some(now),
+                    ..RoomRuntime::default()
+                };
+            }
+        }
+    }
+}
