@@ -24,9 +24,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (org_id, admin_token) = config.require_serve()?;
     let store = Store::open(&config.data_dir, config.cache_capacity).with_context(|| {
-        format!("RELAY_DATA_DIR: cannot open the store in {}", config.data_dir.display())
+        format!(
+            "RELAY_DATA_DIR: cannot open the store in {}",
+            config.data_dir.display()
+        )
     })?;
-    let client = UpstreamClient::new(config.api_url.clone(), org_id.clone(), config.upstream_timeout);
+    let client = UpstreamClient::new(
+        config.api_url.clone(),
+        org_id.clone(),
+        config.upstream_timeout,
+    );
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let poller = Poller::new(
@@ -75,7 +82,10 @@ pub async fn run(
     info!("shutting down: polling stopped, draining work in flight");
     cancel.cancel();
     tracker.close();
-    if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
         warn!(grace = ?config.shutdown_grace, "work still in flight after the grace period; it will be retried after restart");
     }
     store.flush().await.context("flushing the store")?;

@@ -111,9 +111,9 @@ impl Sources {
     }
 
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            err("syntax", e.message().to_string())
-        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| err("syntax", e.message().to_string()))?;
         let mut values = HashMap::new();
         for (key, value) in table {
             let (env, _) = SETTINGS
@@ -124,7 +124,11 @@ impl Sources {
                 toml::Value::String(s) => s,
                 toml::Value::Array(items) => items
                     .iter()
-                    .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string())
+                    })
                     .collect::<Vec<_>>()
                     .join(","),
                 other => other.to_string(),
@@ -186,7 +190,10 @@ impl Config {
                 Ok(d)
             }
         };
-        let count = |t: &str| t.parse::<usize>().map_err(|_| format!("{t:?} is not a whole number"));
+        let count = |t: &str| {
+            t.parse::<usize>()
+                .map_err(|_| format!("{t:?} is not a whole number"))
+        };
 
         let org_id = s
             .get("VERRIFLO_ORG_ID")
@@ -228,11 +235,14 @@ impl Config {
             .transpose()?
             .unwrap_or_default();
         let max_rps = typed(s, "RELAY_MAX_RPS", "0", |t| {
-            t.parse::<u32>().map_err(|_| format!("{t:?} is not a whole number"))
+            t.parse::<u32>()
+                .map_err(|_| format!("{t:?} is not a whole number"))
         })?;
         let initial_events = typed(s, "RELAY_INITIAL_EVENTS", "false", parse_bool)?;
         let retry_schedule = typed(s, "RELAY_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE, |t| {
-            t.split(',').map(parse_duration).collect::<Result<Vec<_>, _>>()
+            t.split(',')
+                .map(parse_duration)
+                .collect::<Result<Vec<_>, _>>()
         })?;
         let delivery_timeout = positive(
             "RELAY_DELIVERY_TIMEOUT",

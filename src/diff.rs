@@ -76,18 +76,38 @@ pub fn diff(previous: Option<&RoomStatus>, current: &RoomStatus) -> Vec<RoomChan
     };
     use EventType::*;
     // What closed.
-    push(RecordingStopped, p.recording && !c.recording, p.recording && new_session);
-    push(TeacherLeft, p.teacher && !c.teacher, p.teacher && new_session);
+    push(
+        RecordingStopped,
+        p.recording && !c.recording,
+        p.recording && new_session,
+    );
+    push(
+        TeacherLeft,
+        p.teacher && !c.teacher,
+        p.teacher && new_session,
+    );
     push(RoomEnded, p.active && !c.active, new_session);
     push(RoomDeleted, p.exists && !c.exists, reborn);
     // What opened.
     push(RoomCreated, !p.exists && c.exists, reborn);
     push(RoomStarted, !p.active && c.active, new_session);
-    push(TeacherJoined, !p.teacher && c.teacher, c.teacher && new_session);
-    push(RecordingStarted, !p.recording && c.recording, c.recording && new_session);
+    push(
+        TeacherJoined,
+        !p.teacher && c.teacher,
+        c.teacher && new_session,
+    );
+    push(
+        RecordingStarted,
+        !p.recording && c.recording,
+        c.recording && new_session,
+    );
     // Counts and titles.
     push(ParticipantsChanged, p.participants != c.participants, false);
-    push(RoomUpdated, p.exists && c.exists && !reborn && p.title != c.title, false);
+    push(
+        RoomUpdated,
+        p.exists && c.exists && !reborn && p.title != c.title,
+        false,
+    );
     out
 }
 

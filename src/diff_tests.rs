@@ -40,7 +40,10 @@ fn full() -> RoomStatus {
 }
 
 fn kinds(prev: Option<&RoomStatus>, cur: &RoomStatus) -> Vec<(EventType, bool)> {
-    diff(prev, cur).into_iter().map(|c| (c.kind, c.inferred)).collect()
+    diff(prev, cur)
+        .into_iter()
+        .map(|c| (c.kind, c.inferred))
+        .collect()
 }
 
 fn seen(ks: &[EventType]) -> Vec<(EventType, bool)> {
@@ -56,8 +59,14 @@ fn unchanged_answer_emits_nothing() {
 
 #[test]
 fn each_row_of_the_table() {
-    let rec = RoomStatus { is_recording: Some(true), ..live() };
-    let teach = RoomStatus { has_teacher: Some(true), ..live() };
+    let rec = RoomStatus {
+        is_recording: Some(true),
+        ..live()
+    };
+    let teach = RoomStatus {
+        has_teacher: Some(true),
+        ..live()
+    };
     assert_eq!(kinds(Some(&rec), &live()), seen(&[RecordingStopped]));
     assert_eq!(kinds(Some(&live()), &rec), seen(&[RecordingStarted]));
     assert_eq!(kinds(Some(&teach), &live()), seen(&[TeacherLeft]));
@@ -66,9 +75,15 @@ fn each_row_of_the_table() {
     assert_eq!(kinds(Some(&idle()), &live()), seen(&[RoomStarted]));
     assert_eq!(kinds(Some(&idle()), &gone()), seen(&[RoomDeleted]));
     assert_eq!(kinds(Some(&gone()), &idle()), seen(&[RoomCreated]));
-    let more = RoomStatus { participant_count: Some(3), ..live() };
+    let more = RoomStatus {
+        participant_count: Some(3),
+        ..live()
+    };
     assert_eq!(kinds(Some(&live()), &more), seen(&[ParticipantsChanged]));
-    let renamed = RoomStatus { title: Some("Algebra".into()), ..idle() };
+    let renamed = RoomStatus {
+        title: Some("Algebra".into()),
+        ..idle()
+    };
     assert_eq!(kinds(Some(&idle()), &renamed), seen(&[RoomUpdated]));
 }
 
@@ -76,7 +91,13 @@ fn each_row_of_the_table() {
 fn no_snapshot_counts_as_room_not_existing() {
     assert_eq!(
         kinds(None, &full()),
-        seen(&[RoomCreated, RoomStarted, TeacherJoined, RecordingStarted, ParticipantsChanged])
+        seen(&[
+            RoomCreated,
+            RoomStarted,
+            TeacherJoined,
+            RecordingStarted,
+            ParticipantsChanged
+        ])
     );
     assert!(diff(None, &gone()).is_empty());
 }
@@ -85,7 +106,12 @@ fn no_snapshot_counts_as_room_not_existing() {
 fn ending_closes_teacher_and_recording_first() {
     assert_eq!(
         kinds(Some(&full()), &idle()),
-        seen(&[RecordingStopped, TeacherLeft, RoomEnded, ParticipantsChanged])
+        seen(&[
+            RecordingStopped,
+            TeacherLeft,
+            RoomEnded,
+            ParticipantsChanged
+        ])
     );
 }
 
@@ -93,7 +119,13 @@ fn ending_closes_teacher_and_recording_first() {
 fn vanishing_closes_everything_and_counts_zero() {
     assert_eq!(
         kinds(Some(&full()), &gone()),
-        seen(&[RecordingStopped, TeacherLeft, RoomEnded, RoomDeleted, ParticipantsChanged])
+        seen(&[
+            RecordingStopped,
+            TeacherLeft,
+            RoomEnded,
+            RoomDeleted,
+            ParticipantsChanged
+        ])
     );
 }
 
@@ -101,7 +133,13 @@ fn vanishing_closes_everything_and_counts_zero() {
 fn appearing_live_opens_in_order() {
     assert_eq!(
         kinds(Some(&gone()), &full()),
-        seen(&[RoomCreated, RoomStarted, TeacherJoined, RecordingStarted, ParticipantsChanged])
+        seen(&[
+            RoomCreated,
+            RoomStarted,
+            TeacherJoined,
+            RecordingStarted,
+            ParticipantsChanged
+        ])
     );
 }
 
@@ -178,7 +216,10 @@ fn new_created_at_is_an_inferred_delete_and_create() {
 
 #[test]
 fn missing_timestamps_prove_nothing() {
-    let no_start = RoomStatus { started_at: None, ..full() };
+    let no_start = RoomStatus {
+        started_at: None,
+        ..full()
+    };
     assert!(diff(Some(&full()), &no_start).is_empty());
     assert!(diff(Some(&no_start), &full()).is_empty());
 }
@@ -186,17 +227,29 @@ fn missing_timestamps_prove_nothing() {
 #[test]
 fn flags_outside_a_session_are_ignored() {
     // A teacher flag on a room that is not live is not a session of its own.
-    let odd = RoomStatus { has_teacher: Some(true), is_recording: Some(true), ..idle() };
+    let odd = RoomStatus {
+        has_teacher: Some(true),
+        is_recording: Some(true),
+        ..idle()
+    };
     assert!(diff(Some(&idle()), &odd).is_empty());
     assert_eq!(
         kinds(Some(&odd), &full()),
-        seen(&[RoomStarted, TeacherJoined, RecordingStarted, ParticipantsChanged])
+        seen(&[
+            RoomStarted,
+            TeacherJoined,
+            RecordingStarted,
+            ParticipantsChanged
+        ])
     );
 }
 
 #[test]
 fn several_changes_come_in_table_order() {
-    let prev = RoomStatus { has_teacher: Some(true), ..live() };
+    let prev = RoomStatus {
+        has_teacher: Some(true),
+        ..live()
+    };
     let cur = RoomStatus {
         has_teacher: Some(false),
         is_recording: Some(true),
@@ -206,7 +259,12 @@ fn several_changes_come_in_table_order() {
     };
     assert_eq!(
         kinds(Some(&prev), &cur),
-        seen(&[TeacherLeft, RecordingStarted, ParticipantsChanged, RoomUpdated])
+        seen(&[
+            TeacherLeft,
+            RecordingStarted,
+            ParticipantsChanged,
+            RoomUpdated
+        ])
     );
 }
 
@@ -224,7 +282,10 @@ fn build_events_numbers_and_describes() {
     assert_eq!(data["roomId"], "r");
     assert_eq!(data["previous"]["isActive"], false);
     assert_eq!(data["current"]["isActive"], true);
-    assert_eq!(data["changes"]["isActive"], json!({"previous": false, "current": true}));
+    assert_eq!(
+        data["changes"]["isActive"],
+        json!({"previous": false, "current": true})
+    );
     assert!(data["changes"].get("title").is_none());
     assert!(data.get("inferred").is_none());
 }

@@ -8,7 +8,11 @@ use verriflo_relay::config::{parse_duration, Config, ConfigError, Sources};
 use verriflo_relay::{app, mock, shutdown, telemetry};
 
 #[derive(Parser)]
-#[command(name = "verriflo-relay", version, about = "Signed webhooks for Verriflo room changes")]
+#[command(
+    name = "verriflo-relay",
+    version,
+    about = "Signed webhooks for Verriflo room changes"
+)]
 struct Cli {
     /// A TOML file of settings; the environment overrides it.
     #[arg(long, global = true, value_name = "FILE")]
@@ -59,11 +63,18 @@ fn main() -> ExitCode {
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(config.listen)
                     .await
-                    .map_err(|e| anyhow::anyhow!("RELAY_LISTEN: cannot listen on {}: {e}", config.listen))?;
+                    .map_err(|e| {
+                        anyhow::anyhow!("RELAY_LISTEN: cannot listen on {}: {e}", config.listen)
+                    })?;
                 app::run(config, listener, shutdown::signal()).await
             })
         }
-        Command::MockUpstream { listen, org_id, scenario_rooms, tick } => {
+        Command::MockUpstream {
+            listen,
+            org_id,
+            scenario_rooms,
+            tick,
+        } => {
             telemetry::init(config.log_format);
             runtime.block_on(run_mock(listen, org_id, scenario_rooms, tick))
         }

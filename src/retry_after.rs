@@ -12,7 +12,10 @@ pub fn parse(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(secs).min(MAX));
     }
     let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = when.signed_duration_since(chrono::Utc::now()).to_std().unwrap_or_default();
+    let wait = when
+        .signed_duration_since(chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
     Some(wait.min(MAX))
 }
 
@@ -26,7 +29,10 @@ mod tests {
         assert_eq!(parse(&h), None);
         h.insert("retry-after", "7".parse().unwrap());
         assert_eq!(parse(&h), Some(Duration::from_secs(7)));
-        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(parse(&h), Some(Duration::ZERO));
         h.insert("retry-after", "soon".parse().unwrap());
         assert_eq!(parse(&h), None);

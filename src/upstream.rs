@@ -162,7 +162,10 @@ mod tests {
         let url = status_url(&base, &room("a/b c%ü"));
         assert_eq!(url.path(), "/v1/room/a%2Fb%20c%25%C3%BC/status");
         let prefixed = Url::parse("http://h/proxy/").unwrap();
-        assert_eq!(status_url(&prefixed, &room("x")).path(), "/proxy/v1/room/x/status");
+        assert_eq!(
+            status_url(&prefixed, &room("x")).path(),
+            "/proxy/v1/room/x/status"
+        );
     }
 
     #[test]

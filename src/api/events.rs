@@ -27,14 +27,19 @@ pub async fn list_events(
 ) -> Result<Response, ApiError> {
     let kind = q
         .kind
-        .map(|k| EventType::parse(&k).ok_or_else(|| ApiError::Validation(format!("unknown event type {k:?}"))))
+        .map(|k| {
+            EventType::parse(&k)
+                .ok_or_else(|| ApiError::Validation(format!("unknown event type {k:?}")))
+        })
         .transpose()?;
     if let Some(room) = &q.room_id {
         super::rooms::parse_room(room.clone())?;
     }
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::Validation(format!("limit must be 1 to {MAX_PAGE}")));
+        return Err(ApiError::Validation(format!(
+            "limit must be 1 to {MAX_PAGE}"
+        )));
     }
     let filter = EventFilter {
         room: q.room_id,
@@ -43,7 +48,10 @@ pub async fn list_events(
         limit,
     };
     let page = state.store.list_events(&filter)?;
-    Ok(ok_value("Events", json!({"events": page.events, "next": page.next})))
+    Ok(ok_value(
+        "Events",
+        json!({"events": page.events, "next": page.next}),
+    ))
 }
 
 pub async fn get_event(
@@ -54,5 +62,8 @@ pub async fn get_event(
         .store
         .event(&id)?
         .ok_or_else(|| ApiError::NotFound(format!("no event {id:?}")))?;
-    Ok(ok_value("Event", serde_json::to_value(event).map_err(anyhow::Error::from)?))
+    Ok(ok_value(
+        "Event",
+        serde_json::to_value(event).map_err(anyhow::Error::from)?,
+    ))
 }

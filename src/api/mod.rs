@@ -33,7 +33,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/rooms", get(rooms::list_rooms))
         .route(
             "/v1/rooms/{room_id}",
-            put(rooms::put_room).get(rooms::get_room).delete(rooms::delete_room),
+            put(rooms::put_room)
+                .get(rooms::get_room)
+                .delete(rooms::delete_room),
         )
         .route("/v1/events", get(events::list_events))
         .route("/v1/events/{id}", get(events::get_event))

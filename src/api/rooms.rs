@@ -60,7 +60,10 @@ pub async fn delete_room(
     let room = parse_room(raw)?;
     let record = watched(&state, &room)?;
     state.poller.unwatch(&room)?;
-    Ok(ok_value("Room no longer watched; its events stay", json!({"roomId": record.room_id})))
+    Ok(ok_value(
+        "Room no longer watched; its events stay",
+        json!({"roomId": record.room_id}),
+    ))
 }
 
 pub async fn list_rooms(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -99,13 +102,24 @@ pub async fn drop_in_status(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| state.org_id.matches(v));
     if !org_ok && !bearer_ok(&state, &headers) {
-        return Ok(upstream_error(StatusCode::UNAUTHORIZED, "Unauthorized", "unauthorized"));
+        return Ok(upstream_error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "unauthorized",
+        ));
     }
     if raw.trim().is_empty() {
-        return Ok(upstream_error(StatusCode::BAD_REQUEST, "Missing roomId", "validation_failed"));
+        return Ok(upstream_error(
+            StatusCode::BAD_REQUEST,
+            "Missing roomId",
+            "validation_failed",
+        ));
     }
     let room = parse_room(raw)?;
-    let record = state.store.room(room.as_str())?.filter(|r| r.watched_since.is_some());
+    let record = state
+        .store
+        .room(room.as_str())?
+        .filter(|r| r.watched_since.is_some());
     let Some(record) = record else {
         return Ok(upstream_error(
             StatusCode::NOT_FOUND,

@@ -12,7 +12,10 @@ use serde_json::{json, Value};
 pub fn router() -> Router<MockUpstream> {
     Router::new()
         .route("/_control/rooms", get(list_rooms))
-        .route("/_control/rooms/{room_id}", put(set_room).delete(remove_room))
+        .route(
+            "/_control/rooms/{room_id}",
+            put(set_room).delete(remove_room),
+        )
         .route("/_control/faults", post(add_fault).delete(clear_faults))
         .route("/_control/stats", get(stats))
 }

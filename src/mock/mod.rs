@@ -126,7 +126,13 @@ impl MockUpstream {
     }
 
     pub fn requests_for(&self, room: &str) -> u64 {
-        self.inner.by_room.lock().unwrap().get(room).copied().unwrap_or(0)
+        self.inner
+            .by_room
+            .lock()
+            .unwrap()
+            .get(room)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The fault that spoils this answer, if any, using up one of its count.
@@ -194,7 +200,13 @@ async fn status(
     headers: HeaderMap,
 ) -> Response {
     mock.inner.requests.fetch_add(1, Ordering::Relaxed);
-    *mock.inner.by_room.lock().unwrap().entry(room.clone()).or_default() += 1;
+    *mock
+        .inner
+        .by_room
+        .lock()
+        .unwrap()
+        .entry(room.clone())
+        .or_default() += 1;
     if room.trim().is_empty() {
         return missing_room().await;
     }

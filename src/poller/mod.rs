@@ -221,9 +221,19 @@ impl Poller {
                 // The gate holds this room until the probe sees the id accepted.
                 continue;
             }
-            let wait = schedule::next_wait(error, failures, s.interval, s.backoff_max, &mut rand::thread_rng());
+            let wait = schedule::next_wait(
+                error,
+                failures,
+                s.interval,
+                s.backoff_max,
+                &mut rand::thread_rng(),
+            );
             // Keep the room's phase while healthy; restart it after a failure.
-            due = if error.is_none() { (due + wait).max(Instant::now()) } else { Instant::now() + wait };
+            due = if error.is_none() {
+                (due + wait).max(Instant::now())
+            } else {
+                Instant::now() + wait
+            };
         }
     }
 
@@ -231,7 +241,9 @@ impl Poller {
     fn spawn_probe(&self, room: RoomId) {
         let this = self.clone();
         let shutdown = self.inner.shutdown.clone();
-        let every = (self.inner.settings.interval * 6).min(self.inner.settings.backoff_max).max(self.inner.settings.interval);
+        let every = (self.inner.settings.interval * 6)
+            .min(self.inner.settings.backoff_max)
+            .max(self.inner.settings.interval);
         self.inner.tracker.spawn(async move {
             loop {
                 tokio::select! {
@@ -243,7 +255,9 @@ impl Poller {
                 }
                 // Probe with a room that is still watched.
                 let probe = this.inner.tasks.lock().unwrap().keys().next().cloned();
-                let room = probe.and_then(|r| RoomId::parse(r).ok()).unwrap_or_else(|| room.clone());
+                let room = probe
+                    .and_then(|r| RoomId::parse(r).ok())
+                    .unwrap_or_else(|| room.clone());
                 this.poll_once(&room).await;
             }
         });
@@ -259,7 +273,12 @@ impl Poller {
                 if self.inner.auth.set(Auth::Accepted) {
                     info!("upstream accepts the organization id");
                 }
-                match self.inner.store.record_poll(room, &status, now, self.inner.settings.initial_events) {
+                match self.inner.store.record_poll(
+                    room,
+                    &status,
+                    now,
+                    self.inner.settings.initial_events,
+                ) {
                     Ok(PollCommit::Unchanged) => PollOutcome::Unchanged,
                     Ok(PollCommit::Baseline) => PollOutcome::Baseline,
                     Ok(PollCommit::NotWatched) => PollOutcome::NotWatched,
@@ -278,14 +297,15 @@ impl Poller {
             }
             Err(e) => {
                 match &e {
-                    PollError::Unauthorized => {
-                        if self.inner.auth.set(Auth::Rejected) {
-                            warn!("upstream rejects the organization id (401): polling paused to a slow probe until it is accepted; check VERRIFLO_ORG_ID");
-                            self.spawn_probe(room.clone());
-                        }
+                    // Logged on the transition only: once, not once per room.
+                    PollError::Unauthorized if self.inner.auth.set(Auth::Rejected) => {
+                        warn!("upstream rejects the organization id (401): polling paused to a slow probe until it is accepted; check VERRIFLO_ORG_ID");
+                        self.spawn_probe(room.clone());
                     }
                     PollError::RateLimited { retry_after } => {
-                        self.inner.pause.extend(retry_after.unwrap_or(self.inner.settings.interval));
+                        self.inner
+                            .pause
+                            .extend(retry_after.unwrap_or(self.inner.settings.interval));
                     }
                     _ => {}
                 }

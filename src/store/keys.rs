@@ -43,7 +43,10 @@ mod tests {
     fn event_ids_round_trip_and_sort_like_keys() {
         let a = Ulid::new();
         let b = Ulid::from_parts(a.timestamp_ms() + 1, 0);
-        assert_eq!(event_key_of(&event_id(a)), Some(u128::from(a).to_be_bytes()));
+        assert_eq!(
+            event_key_of(&event_id(a)),
+            Some(u128::from(a).to_be_bytes())
+        );
         assert!(event_id(a) < event_id(b));
         assert_eq!(event_key_of("evt_nope"), None);
         assert_eq!(event_key_of("01ARZ3NDEKTSV4RRFFQ69G5FAV"), None);

@@ -1,7 +1,7 @@
 //! Watched rooms, their last snapshots, and the transaction that turns a poll
 //! into stored events.
 
-use super::keys::{room_seq_key, event_id};
+use super::keys::{event_id, room_seq_key};
 use super::{decode, encode, Result, Store, StoreError};
 use crate::diff::build_events;
 use crate::event::Event;
@@ -130,8 +130,8 @@ impl Store {
                 let Some(bytes) = rooms.get(key)? else {
                     return Ok(PollCommit::NotWatched);
                 };
-                let mut record: RoomRecord = decode("rooms", &bytes)
-                    .map_err(ConflictableTransactionError::Abort)?;
+                let mut record: RoomRecord =
+                    decode("rooms", &bytes).map_err(ConflictableTransactionError::Abort)?;
                 if record.watched_since.is_none() {
                     return Ok(PollCommit::NotWatched);
                 }
@@ -196,12 +196,22 @@ mod tests {
     fn baseline_then_changes_then_nothing() {
         let s = Store::temporary().unwrap();
         let now = Utc::now();
-        assert_eq!(s.record_poll(&room(), &live(1), now, false).unwrap(), PollCommit::NotWatched);
+        assert_eq!(
+            s.record_poll(&room(), &live(1), now, false).unwrap(),
+            PollCommit::NotWatched
+        );
         assert!(s.watch(&room(), now).unwrap());
         assert!(!s.watch(&room(), now).unwrap());
-        assert_eq!(s.record_poll(&room(), &live(1), now, false).unwrap(), PollCommit::Baseline);
-        assert_eq!(s.record_poll(&room(), &live(1), now, false).unwrap(), PollCommit::Unchanged);
-        let PollCommit::Changed(events) = s.record_poll(&room(), &live(2), now, false).unwrap() else {
+        assert_eq!(
+            s.record_poll(&room(), &live(1), now, false).unwrap(),
+            PollCommit::Baseline
+        );
+        assert_eq!(
+            s.record_poll(&room(), &live(1), now, false).unwrap(),
+            PollCommit::Unchanged
+        );
+        let PollCommit::Changed(events) = s.record_poll(&room(), &live(2), now, false).unwrap()
+        else {
             panic!("expected a change");
         };
         assert_eq!(events.len(), 1);
@@ -222,8 +232,12 @@ mod tests {
         assert!(!s.unwatch(&room()).unwrap());
         assert!(s.watched_rooms().unwrap().is_empty());
         assert!(s.watch(&room(), now).unwrap());
-        assert_eq!(s.record_poll(&room(), &live(9), now, false).unwrap(), PollCommit::Baseline);
-        let PollCommit::Changed(events) = s.record_poll(&room(), &live(3), now, false).unwrap() else {
+        assert_eq!(
+            s.record_poll(&room(), &live(9), now, false).unwrap(),
+            PollCommit::Baseline
+        );
+        let PollCommit::Changed(events) = s.record_poll(&room(), &live(3), now, false).unwrap()
+        else {
             panic!("expected a change");
         };
         assert_eq!(events[0].sequence(), Some(2));
@@ -233,11 +247,21 @@ mod tests {
     fn initial_events_diff_against_nothing() {
         let s = Store::temporary().unwrap();
         s.watch(&room(), Utc::now()).unwrap();
-        let PollCommit::Changed(events) = s.record_poll(&room(), &live(1), Utc::now(), true).unwrap() else {
+        let PollCommit::Changed(events) =
+            s.record_poll(&room(), &live(1), Utc::now(), true).unwrap()
+        else {
             panic!("expected events");
         };
         let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
-        assert_eq!(kinds, ["room.created", "room.started", "teacher.joined", "participants.changed"]);
+        assert_eq!(
+            kinds,
+            [
+                "room.created",
+                "room.started",
+                "teacher.joined",
+                "participants.changed"
+            ]
+        );
         assert!(events[0].data["previous"].is_null());
     }
 }
