@@ -10,21 +10,33 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn relay_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let bin = dir.join("verriflo-relay");
-    assert!(bin.exists(), "build the binary first: cargo build --release");
+    assert!(
+        bin.exists(),
+        "build the binary first: cargo build --release"
+    );
     bin
 }
 
 /// CPU seconds (user + system) and peak RSS (KiB) of a process, from /proc.
 fn cpu_and_peak(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
         + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -79,7 +91,13 @@ async fn main() {
     let upstream = format!("http://127.0.0.1:{up_port}");
     let mock = Kill(
         Command::new(&bin)
-            .args(["mock-upstream", "--listen", &format!("127.0.0.1:{up_port}"), "--org-id", "bench"])
+            .args([
+                "mock-upstream",
+                "--listen",
+                &format!("127.0.0.1:{up_port}"),
+                "--org-id",
+                "bench",
+            ])
             .env("RELAY_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -98,7 +116,12 @@ async fn main() {
             let mut i = w;
             while Instant::now() < until {
                 let url = format!("{upstream}/v1/room/room-{:05}/status", i % rooms);
-                let r = client.get(url).header("VF-ORG-ID", "bench").send().await.unwrap();
+                let r = client
+                    .get(url)
+                    .header("VF-ORG-ID", "bench")
+                    .send()
+                    .await
+                    .unwrap();
                 let _ = r.bytes().await.unwrap();
                 done.fetch_add(1, Ordering::Relaxed);
                 i += 64;
@@ -151,8 +174,20 @@ async fn main() {
     println!("window                     {seconds} s");
     println!("bare client loop           {bare_rps:.0} req/s");
     println!("relay polls                {relay_rps:.0} polls/s (schedule: {schedule:.0}/s)");
-    println!("relay / bare loop          {:.0}%", 100.0 * relay_rps / bare_rps);
-    println!("relay / schedule           {:.0}%", 100.0 * relay_rps / schedule);
-    println!("relay CPU per 1,000 polls  {:.3} CPU-s", (cpu1 - cpu0) / polls * 1000.0);
-    println!("relay peak RSS             {:.1} MiB", peak_kib as f64 / 1024.0);
+    println!(
+        "relay / bare loop          {:.0}%",
+        100.0 * relay_rps / bare_rps
+    );
+    println!(
+        "relay / schedule           {:.0}%",
+        100.0 * relay_rps / schedule
+    );
+    println!(
+        "relay CPU per 1,000 polls  {:.3} CPU-s",
+        (cpu1 - cpu0) / polls * 1000.0
+    );
+    println!(
+        "relay peak RSS             {:.1} MiB",
+        peak_kib as f64 / 1024.0
+    );
 }

@@ -1,7 +1,8 @@
 //! The service assembled: store, poller and admin API, run until shutdown.
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Limits};
 use crate::config::Config;
+use crate::delivery::{Engine, Sender};
 use crate::poller::{PollSettings, Poller};
 use crate::room::RoomId;
 use crate::store::Store;
@@ -36,6 +37,7 @@ pub async fn run(
     );
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let wake = Arc::new(Notify::new());
     let poller = Poller::new(
         client,
         store.clone(),
@@ -46,7 +48,7 @@ pub async fn run(
             max_rps: config.max_rps,
             initial_events: config.initial_events,
         },
-        Arc::new(Notify::new()),
+        wake.clone(),
         cancel.clone(),
         tracker.clone(),
     );
@@ -55,11 +57,24 @@ pub async fn run(
         poller.watch(&room)?;
     }
     let watched = poller.start()?;
+    let engine = Engine::new(
+        store.clone(),
+        Sender::new(config.delivery_timeout, config.allow_private_targets),
+        config.retry_schedule.clone(),
+        config.delivery_concurrency,
+        wake.clone(),
+    );
+    tracker.spawn(engine.run(cancel.clone(), tracker.clone()));
     let router = api::router(AppState {
         store: store.clone(),
         poller,
         admin_token: admin_token.clone(),
         org_id: org_id.clone(),
+        allow_private_targets: config.allow_private_targets,
+        wake,
+        limits: Limits {
+            max_subscriptions: config.max_subscriptions,
+        },
     });
     info!(
         listen = %listener.local_addr()?,

@@ -57,6 +57,7 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// How long shutdown waits for work in flight.
     pub shutdown_grace: Duration,
+    pub max_subscriptions: usize,
 }
 
 /// `(environment name, TOML key)` of every setting; the environment wins.
@@ -80,6 +81,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("RELAY_CACHE_MB", "cache_mb"),
     ("RELAY_UPSTREAM_TIMEOUT", "upstream_timeout"),
     ("RELAY_SHUTDOWN_GRACE", "shutdown_grace"),
+    ("RELAY_MAX_SUBSCRIPTIONS", "max_subscriptions"),
 ];
 
 pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,14h,20h,24h";
@@ -266,6 +268,7 @@ impl Config {
             typed(s, "RELAY_UPSTREAM_TIMEOUT", "10s", parse_duration)?,
         )?;
         let shutdown_grace = typed(s, "RELAY_SHUTDOWN_GRACE", "10s", parse_duration)?;
+        let max_subscriptions = typed(s, "RELAY_MAX_SUBSCRIPTIONS", "1000", count)?;
         Ok(Config {
             org_id,
             api_url,
@@ -286,6 +289,7 @@ impl Config {
             cache_capacity: cache_mb as u64 * 1024 * 1024,
             upstream_timeout,
             shutdown_grace,
+            max_subscriptions,
         })
     }
 

@@ -6,20 +6,25 @@
 //! - `app`: the service assembled from a config and a listener, run until shutdown
 //! - `telemetry`: log set-up
 //! - `shutdown`: SIGTERM / Ctrl-C
+//! - `signing`: Standard Webhooks signer and verifier
+//! - `ssrf`: refusing private webhook targets, at check time and at connect time
 //! - `config`: settings from a TOML file and the environment, typed and validated
 //! - `secret`: newtypes for the org id and admin token that never print
 //! - `room`: room ids and snapshots in the upstream's shape
 //! - `event`: event types and the stored event / webhook body
+//! - `delivery`: the webhook engine: attempts, retries, order per room
 //! - `diff`: the pure diff from two snapshots to events
 //! - `upstream`: the Room Status client and its typed failures
 //! - `retry_after`: parsing `Retry-After`
-//! - `store`: the sled store (rooms, snapshots, events)
+//! - `subscription`: subscriptions, their filters and secrets
+//! - `store`: the sled store (rooms, snapshots, events, subscriptions, the delivery outbox)
 //! - `poller`: per-room polling loops around `poll_once`, backoff and upstream limits
 //! - `mock`: the simulated upstream, scriptable, with a self-running scenario
 
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod delivery;
 pub mod diff;
 pub mod event;
 pub mod mock;
@@ -28,6 +33,9 @@ pub mod retry_after;
 pub mod room;
 pub mod secret;
 pub mod shutdown;
+pub mod signing;
+pub mod ssrf;
 pub mod store;
+pub mod subscription;
 pub mod telemetry;
 pub mod upstream;

@@ -1,20 +1,24 @@
 //! The admin HTTP API: routes, auth, and the envelope.
 
 mod auth;
+mod deliveries;
 pub mod error;
 mod events;
 mod health;
 mod rooms;
+mod subscriptions;
 
 use crate::poller::Poller;
 use crate::secret::{AdminToken, OrgId};
 use crate::store::Store;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::Router;
 use error::ApiError;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tower_http::timeout::TimeoutLayer;
 
 /// Largest request body accepted.
@@ -26,6 +30,16 @@ pub struct AppState {
     pub poller: Poller,
     pub admin_token: AdminToken,
     pub org_id: OrgId,
+    pub allow_private_targets: bool,
+    /// Wakes the delivery engine after the API queued something.
+    pub wake: Arc<Notify>,
+    pub limits: Limits,
+}
+
+/// Caps on what the API accepts.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_subscriptions: usize,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -39,6 +53,28 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/events", get(events::list_events))
         .route("/v1/events/{id}", get(events::get_event))
+        .route(
+            "/v1/subscriptions",
+            post(subscriptions::create).get(subscriptions::list),
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            get(subscriptions::get_one)
+                .patch(subscriptions::patch)
+                .delete(subscriptions::delete),
+        )
+        .route("/v1/subscriptions/{id}/secret", get(subscriptions::secret))
+        .route(
+            "/v1/subscriptions/{id}/rotate-secret",
+            post(subscriptions::rotate),
+        )
+        .route("/v1/subscriptions/{id}/test", post(subscriptions::test))
+        .route("/v1/subscriptions/{id}/deliveries", get(deliveries::list))
+        .route(
+            "/v1/subscriptions/{id}/deliveries/{delivery_id}/retry",
+            post(deliveries::retry),
+        )
+        .route("/v1/subscriptions/{id}/replay", post(deliveries::replay))
         .route_layer(from_fn_with_state(state.clone(), auth::require_bearer));
     Router::new()
         .merge(admin)

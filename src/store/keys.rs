@@ -28,6 +28,50 @@ pub fn event_key_of(id: &str) -> Option<[u8; 16]> {
     Some(u128::from(ulid).to_be_bytes())
 }
 
+/// A delivery's store key from its public id `dlv_<ULID>`.
+pub fn delivery_key_of(id: &str) -> Option<[u8; 16]> {
+    let ulid = Ulid::from_string(id.strip_prefix("dlv_")?).ok()?;
+    Some(u128::from(ulid).to_be_bytes())
+}
+
+pub fn delivery_id(key: [u8; 16]) -> String {
+    format!("dlv_{}", Ulid::from(u128::from_be_bytes(key)))
+}
+
+/// The pending queue of one (subscription, room): FIFO by event key.
+pub fn lane_prefix(sub_id: &str, room: &str) -> Vec<u8> {
+    let mut k = sub_id.as_bytes().to_vec();
+    k.extend_from_slice(&room_key(room));
+    k
+}
+
+pub fn lane_key(sub_id: &str, room: &str, event_key: &[u8; 16]) -> Vec<u8> {
+    let mut k = lane_prefix(sub_id, room);
+    k.extend_from_slice(event_key);
+    k
+}
+
+/// The due index: time first, so a range scan yields what is due now.
+pub fn due_key(at_ms: u64, delivery: &[u8; 16]) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&at_ms.to_be_bytes());
+    k[8..].copy_from_slice(delivery);
+    k
+}
+
+pub fn split_due_key(k: &[u8]) -> Option<(u64, [u8; 16])> {
+    let ms = u64::from_be_bytes(k.get(..8)?.try_into().ok()?);
+    let d: [u8; 16] = k.get(8..24)?.try_into().ok()?;
+    Some((ms, d))
+}
+
+pub fn sub_delivery_key(sub_id: &str, delivery: &[u8; 16]) -> Vec<u8> {
+    let mut k = sub_id.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(delivery);
+    k
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,15 +1,20 @@
 //! The sled store: the only module that touches sled. One struct owns every tree.
 
+mod deliveries;
 mod events;
 mod keys;
 mod rooms;
+mod subscriptions;
 
+pub use deliveries::ms;
 pub use events::{EventFilter, EventPage};
-pub use keys::{event_id, event_key_of};
+pub use keys::{delivery_id, delivery_key_of, event_id, event_key_of};
 pub use rooms::{PollCommit, RoomRecord};
 
+use crate::subscription::Subscription;
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -40,6 +45,19 @@ pub struct Store {
     events: sled::Tree,
     /// room key ++ sequence (big-endian) → event key
     room_events: sled::Tree,
+    /// subscription id → [`Subscription`]
+    subscriptions: sled::Tree,
+    /// delivery key (ULID) → [`crate::delivery::Delivery`]
+    deliveries: sled::Tree,
+    /// subscription id ++ 0 ++ delivery key → (): a subscription's history
+    sub_deliveries: sled::Tree,
+    /// subscription id ++ room key ++ event key → delivery key: pending, FIFO per room
+    lanes: sled::Tree,
+    /// due time (ms, big-endian) ++ delivery key → (): what the engine sends next
+    due: sled::Tree,
+    /// Every subscription, in memory: the outbox matches events inside a
+    /// transaction, where sled cannot scan.
+    subs: Arc<RwLock<HashMap<String, Subscription>>>,
     /// Event ids sort by time even within one millisecond.
     ids: Arc<Mutex<ulid::Generator>>,
 }
@@ -61,13 +79,21 @@ impl Store {
     }
 
     fn from_db(db: sled::Db) -> Result<Self> {
-        Ok(Self {
+        let store = Self {
             rooms: db.open_tree("rooms")?,
             events: db.open_tree("events")?,
             room_events: db.open_tree("room_events")?,
+            subscriptions: db.open_tree("subscriptions")?,
+            deliveries: db.open_tree("deliveries")?,
+            sub_deliveries: db.open_tree("sub_deliveries")?,
+            lanes: db.open_tree("lanes")?,
+            due: db.open_tree("due")?,
+            subs: Arc::default(),
             ids: Arc::new(Mutex::new(ulid::Generator::new())),
             db,
-        })
+        };
+        store.load_subscriptions()?;
+        Ok(store)
     }
 
     /// Make every commit so far durable. One flush covers all of them

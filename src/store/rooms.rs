@@ -1,11 +1,13 @@
 //! Watched rooms, their last snapshots, and the transaction that turns a poll
 //! into stored events.
 
+use super::deliveries::Outbox;
 use super::keys::{event_id, room_seq_key};
 use super::{decode, encode, Result, Store, StoreError};
 use crate::diff::build_events;
 use crate::event::Event;
 use crate::room::{RoomId, RoomStatus};
+use crate::subscription::Subscription;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, Transactional};
@@ -125,8 +127,29 @@ impl Store {
             Some(r) if r.snapshot.as_ref() == Some(current) => return Ok(PollCommit::Unchanged),
             Some(_) => {}
         }
-        let outcome = (&self.rooms, &self.events, &self.room_events).transaction(
-            |(rooms, events, room_events)| {
+        // Who gets this room's events, decided once, outside the transaction.
+        let targets: Vec<Subscription> = self
+            .subscriptions()
+            .into_iter()
+            .filter(|s| s.enabled)
+            .collect();
+        let trees = (
+            &self.rooms,
+            &self.events,
+            &self.room_events,
+            &self.deliveries,
+            &self.sub_deliveries,
+            &self.lanes,
+            &self.due,
+        );
+        let outcome = trees.transaction(
+            |(rooms, events, room_events, deliveries, sub_deliveries, lanes, due)| {
+                let outbox = Outbox {
+                    deliveries,
+                    sub_deliveries,
+                    lanes,
+                    due,
+                };
                 let Some(bytes) = rooms.get(key)? else {
                     return Ok(PollCommit::NotWatched);
                 };
@@ -157,6 +180,10 @@ impl Store {
                     let seq = event.sequence().expect("room events have a sequence");
                     room_events.insert(room_seq_key(room.as_str(), seq), &ek)?;
                     record.sequence = seq;
+                    // The outbox commits with the event: nothing is lost between them.
+                    for sub in targets.iter().filter(|s| s.wants(event)) {
+                        outbox.enqueue(self, event, &sub.id, seen_at)?;
+                    }
                 }
                 if !stored.is_empty() {
                     record.last_changed_at = Some(seen_at);

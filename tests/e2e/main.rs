@@ -2,6 +2,8 @@
 //! receivers, all on port 0.
 
 mod api_input;
+mod delivery;
 mod faults;
+mod receiver;
 mod rooms;
 mod support;

@@ -140,6 +140,34 @@ impl TestApp {
         self.request(Method::PUT, path, None).await
     }
 
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(Method::PATCH, path, Some(body)).await
+    }
+
+    /// Create a subscription; returns `(id, secret)`.
+    pub async fn subscribe(&self, body: Value) -> (String, String) {
+        let (status, created) = self.post("/v1/subscriptions", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let d = &created["data"];
+        (
+            d["id"].as_str().unwrap().to_string(),
+            d["secret"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Every delivery of a subscription, newest first.
+    pub async fn deliveries(&self, sub: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get(&format!("/v1/subscriptions/{sub}/deliveries?limit=1000"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"]["deliveries"].as_array().unwrap().clone()
+    }
+
     pub async fn watch(&self, room: &str) {
         let (status, body) = self.put(&format!("/v1/rooms/{}", enc(room))).await;
         assert!(status.is_success(), "{status} {body}");
@@ -241,4 +269,34 @@ pub fn idle(room: &str) -> RoomStatus {
 
 pub fn not_found(room: &str) -> RoomStatus {
     RoomStatus::not_found(&verriflo_relay::room::RoomId::parse(room).unwrap())
+}
+
+/// A short class: created, started, teacher in, recording, a crowd, ended.
+pub fn class_steps(room: &str) -> Vec<RoomStatus> {
+    let created = idle(room);
+    let started = RoomStatus {
+        is_active: true,
+        started_at: Some("2024-01-15T09:02:30.000Z".into()),
+        ..created.clone()
+    };
+    let teacher = RoomStatus {
+        has_teacher: Some(true),
+        ..started.clone()
+    };
+    let recording = RoomStatus {
+        is_recording: Some(true),
+        ..teacher.clone()
+    };
+    let crowd = RoomStatus {
+        participant_count: Some(9),
+        ..recording.clone()
+    };
+    let ended = RoomStatus {
+        is_active: false,
+        has_teacher: Some(false),
+        is_recording: Some(false),
+        participant_count: Some(0),
+        ..crowd.clone()
+    };
+    vec![created, started, teacher, recording, crowd, ended]
 }

@@ -1,0 +1,265 @@
+//! Subscriptions: create, read, change, delete, secrets, and the test event.
+
+use super::error::{ok, ok_value, ApiError, ApiJson, ApiPath};
+use super::AppState;
+use crate::event::{Event, EventType};
+use crate::store::event_id;
+use crate::subscription::{validate_pattern, validate_url, Subscription};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+const MAX_DESCRIPTION: usize = 500;
+const MAX_FILTERS: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    url: String,
+    #[serde(default)]
+    events: Option<Vec<String>>,
+    #[serde(default)]
+    rooms: Option<Vec<String>>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    url: Option<String>,
+    events: Option<Vec<String>>,
+    rooms: Option<Vec<String>>,
+    description: Option<String>,
+    enabled: Option<bool>,
+}
+
+/// Check a target: its form, then where it resolves (the SSRF rule).
+async fn check_url(state: &AppState, text: &str) -> Result<String, ApiError> {
+    let url = validate_url(text).map_err(|message| ApiError::Unprocessable {
+        code: "invalid_url",
+        message,
+    })?;
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(443);
+    crate::ssrf::resolve_allowed(host, port, state.allow_private_targets)
+        .await
+        .map_err(|e| ApiError::Unprocessable {
+            code: "target_refused",
+            message: e.to_string(),
+        })?;
+    Ok(url.to_string())
+}
+
+fn check_events(events: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+    let events = events.unwrap_or_default();
+    if events.len() > MAX_FILTERS {
+        return Err(ApiError::Validation(format!(
+            "at most {MAX_FILTERS} event filters"
+        )));
+    }
+    for e in &events {
+        validate_pattern(e).map_err(ApiError::Validation)?;
+    }
+    Ok(events)
+}
+
+fn check_rooms(rooms: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+    let rooms = rooms.unwrap_or_default();
+    if rooms.len() > MAX_FILTERS {
+        return Err(ApiError::Validation(format!("at most {MAX_FILTERS} rooms")));
+    }
+    for r in &rooms {
+        super::rooms::parse_room(r.clone())?;
+    }
+    Ok(rooms)
+}
+
+fn check_description(d: Option<String>) -> Result<Option<String>, ApiError> {
+    match d {
+        Some(d) if d.chars().count() > MAX_DESCRIPTION => Err(ApiError::Validation(format!(
+            "description is longer than {MAX_DESCRIPTION} characters"
+        ))),
+        d => Ok(d),
+    }
+}
+
+/// Rooms named by a subscription are watched.
+fn watch_rooms(state: &AppState, rooms: &[String]) -> Result<(), ApiError> {
+    for r in rooms {
+        state.poller.watch(&super::rooms::parse_room(r.clone())?)?;
+    }
+    Ok(())
+}
+
+fn find(state: &AppState, id: &str) -> Result<Subscription, ApiError> {
+    state
+        .store
+        .subscription(id)
+        .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<Response, ApiError> {
+    let events = check_events(body.events)?;
+    let rooms = check_rooms(body.rooms)?;
+    let description = check_description(body.description)?;
+    let url = check_url(&state, &body.url).await?;
+    if state.store.subscription_count() >= state.limits.max_subscriptions {
+        return Err(ApiError::Conflict(format!(
+            "at most {} subscriptions",
+            state.limits.max_subscriptions
+        )));
+    }
+    let id = format!("sub_{}", state.store.next_ulid());
+    let sub = Subscription::new(id, url, events, rooms, description, Utc::now());
+    watch_rooms(&state, &sub.rooms)?;
+    state.store.insert_subscription(&sub)?;
+    let mut data = sub.view();
+    data["secret"] = json!(sub.current_secret());
+    Ok(ok(StatusCode::CREATED, "Subscription created", data))
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let all: Vec<Value> = state
+        .store
+        .subscriptions()
+        .iter()
+        .map(Subscription::view)
+        .collect();
+    Ok(ok_value("Subscriptions", Value::Array(all)))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    Ok(ok_value("Subscription", find(&state, &id)?.view()))
+}
+
+pub async fn patch(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<PatchBody>,
+) -> Result<Response, ApiError> {
+    find(&state, &id)?;
+    // Everything is checked before anything changes.
+    let events = body.events.map(|e| check_events(Some(e))).transpose()?;
+    let rooms = body.rooms.map(|r| check_rooms(Some(r))).transpose()?;
+    let description = check_description(body.description)?;
+    let url = match &body.url {
+        Some(u) => Some(check_url(&state, u).await?),
+        None => None,
+    };
+    if let Some(rooms) = &rooms {
+        watch_rooms(&state, rooms)?;
+    }
+    let now = Utc::now();
+    let mut enabled_now = false;
+    let updated = state
+        .store
+        .update_subscription(&id, |s| {
+            if let Some(u) = url.clone() {
+                s.url = u;
+            }
+            if let Some(e) = events.clone() {
+                s.events = e;
+            }
+            if let Some(r) = rooms.clone() {
+                s.rooms = r;
+            }
+            if description.is_some() {
+                s.description = description.clone();
+            }
+            match body.enabled {
+                Some(true) if !s.enabled => {
+                    s.enabled = true;
+                    s.disabled_reason = None;
+                    s.failing_since = None;
+                    enabled_now = true;
+                }
+                Some(false) if s.enabled => {
+                    s.enabled = false;
+                    s.disabled_reason = Some("disabled through the API".into());
+                }
+                _ => {}
+            }
+            s.updated_at = now;
+        })?
+        .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))?;
+    if enabled_now {
+        // Deliveries that waited while it was disabled go out again, in order.
+        state.store.wake_subscription(&id, now)?;
+        state.wake.notify_one();
+    }
+    Ok(ok_value("Subscription updated", updated.view()))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    if !state.store.delete_subscription(&id)? {
+        return Err(ApiError::NotFound(format!("no subscription {id:?}")));
+    }
+    Ok(ok_value(
+        "Subscription deleted with its pending deliveries",
+        json!({"id": id}),
+    ))
+}
+
+pub async fn secret(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let sub = find(&state, &id)?;
+    Ok(ok_value(
+        "Subscription secret",
+        json!({"secret": sub.current_secret()}),
+    ))
+}
+
+pub async fn rotate(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let now = Utc::now();
+    let sub = state
+        .store
+        .update_subscription(&id, |s| s.rotate(now))?
+        .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))?;
+    let data = json!({
+        "secret": sub.current_secret(),
+        "previousSecretExpiresAt": sub.secrets.get(1).and_then(|s| s.expires_at),
+    });
+    Ok(ok_value(
+        "Secret rotated; the previous one signs beside it for 24 hours",
+        data,
+    ))
+}
+
+pub async fn test(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let sub = find(&state, &id)?;
+    let now = Utc::now();
+    let event = Event {
+        id: event_id(state.store.next_ulid()),
+        kind: EventType::WebhookTest,
+        timestamp: now,
+        data: json!({"subscriptionId": sub.id, "message": "A test event from verriflo-relay"}),
+    };
+    state.store.enqueue_test(&sub.id, &event, now)?;
+    state.wake.notify_one();
+    Ok(ok(
+        StatusCode::ACCEPTED,
+        "Test event queued",
+        serde_json::to_value(&event).map_err(anyhow::Error::from)?,
+    ))
+}

@@ -1,0 +1,344 @@
+//! The delivery outbox: deliveries, their per-(subscription, room) lanes,
+//! and the due index that the engine scans by time.
+
+use super::keys::*;
+use super::{decode, encode, Result, Store, StoreError};
+use crate::delivery::{Attempt, Delivery, DeliveryStatus, Verdict};
+use crate::event::Event;
+use crate::subscription::Subscription;
+use chrono::{DateTime, Utc};
+use sled::transaction::{
+    ConflictableTransactionError as Abort, TransactionalTree, UnabortableTransactionError,
+};
+use sled::Transactional;
+
+pub fn ms(t: DateTime<Utc>) -> u64 {
+    t.timestamp_millis().max(0) as u64
+}
+
+/// The trees a new delivery touches, inside a transaction.
+pub(super) struct Outbox<'a> {
+    pub deliveries: &'a TransactionalTree,
+    pub sub_deliveries: &'a TransactionalTree,
+    pub lanes: &'a TransactionalTree,
+    pub due: &'a TransactionalTree,
+}
+
+impl Outbox<'_> {
+    /// Queue `event` for `sub_id`, due now. Skipped (None) when the same event
+    /// is already waiting in that subscription's lane.
+    pub fn enqueue(
+        &self,
+        store: &Store,
+        event: &Event,
+        sub_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, UnabortableTransactionError> {
+        let ek = event_key_of(&event.id).expect("stored events have our ids");
+        let lane = event.room_id().unwrap_or("");
+        let lk = lane_key(sub_id, lane, &ek);
+        if self.lanes.get(&lk)?.is_some() {
+            return Ok(None);
+        }
+        let dk = u128::from(store.next_ulid()).to_be_bytes();
+        let delivery = Delivery {
+            id: delivery_id(dk),
+            subscription_id: sub_id.to_string(),
+            event_id: event.id.clone(),
+            event_type: event.kind.as_str().to_string(),
+            room_id: event.room_id().map(str::to_string),
+            status: DeliveryStatus::Pending,
+            attempts: Vec::new(),
+            schedule_start: 0,
+            created_at: now,
+            next_attempt_at: Some(now),
+        };
+        self.deliveries.insert(&dk, encode(&delivery))?;
+        self.sub_deliveries
+            .insert(sub_delivery_key(sub_id, &dk), &[])?;
+        self.lanes.insert(lk, &dk)?;
+        self.due.insert(&due_key(ms(now), &dk), &[])?;
+        Ok(Some(delivery.id))
+    }
+}
+
+impl Store {
+    /// Run `f` in one transaction over the outbox's trees.
+    fn in_outbox<T>(
+        &self,
+        f: impl Fn(&Outbox) -> std::result::Result<T, Abort<StoreError>>,
+    ) -> Result<T> {
+        let r = (
+            &self.deliveries,
+            &self.sub_deliveries,
+            &self.lanes,
+            &self.due,
+        )
+            .transaction(|(deliveries, sub_deliveries, lanes, due)| {
+                f(&Outbox {
+                    deliveries,
+                    sub_deliveries,
+                    lanes,
+                    due,
+                })
+            });
+        r.map_err(Into::into)
+    }
+
+    /// Store a `webhook.test` event and queue it for one subscription.
+    pub fn enqueue_test(&self, sub_id: &str, event: &Event, now: DateTime<Utc>) -> Result<()> {
+        let ek = event_key_of(&event.id).expect("our own id");
+        self.in_outbox(|o| {
+            o.enqueue(self, event, sub_id, now)?;
+            Ok(())
+        })?;
+        self.events.insert(ek, encode(event))?;
+        Ok(())
+    }
+
+    /// Queue again every stored event since `since` that `sub` wants.
+    pub fn replay(
+        &self,
+        sub: &Subscription,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<usize> {
+        let start = u128::from(ulid::Ulid::from_parts(ms(since), 0)).to_be_bytes();
+        let mut queued = 0;
+        for item in self.events.range(start..) {
+            let (_, v) = item?;
+            let event: Event = decode("events", &v)?;
+            if event.timestamp < since || !sub.wants(&event) {
+                continue;
+            }
+            if self
+                .in_outbox(|o| Ok(o.enqueue(self, &event, &sub.id, now)?))?
+                .is_some()
+            {
+                queued += 1;
+            }
+        }
+        Ok(queued)
+    }
+
+    /// Up to `limit` entries of the due index at or before `now_ms`, oldest first.
+    pub fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, [u8; 16])>> {
+        let end = due_key(now_ms, &[0xff; 16]);
+        let mut out = Vec::new();
+        for item in self.due.range(..=end.as_slice()).take(limit) {
+            let (k, _) = item?;
+            if let Some(entry) = split_due_key(&k) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the earliest entry of the due index falls due.
+    pub fn next_due_ms(&self) -> Result<Option<u64>> {
+        Ok(self
+            .due
+            .first()?
+            .and_then(|(k, _)| split_due_key(&k))
+            .map(|(t, _)| t))
+    }
+
+    pub fn delivery_at(&self, key: &[u8; 16]) -> Result<Option<Delivery>> {
+        self.deliveries
+            .get(key)?
+            .map(|v| decode("deliveries", &v))
+            .transpose()
+    }
+
+    pub fn delivery(&self, id: &str) -> Result<Option<Delivery>> {
+        match delivery_key_of(id) {
+            Some(k) => self.delivery_at(&k),
+            None => Ok(None),
+        }
+    }
+
+    /// The delivery at the front of a lane: the only one that may be sent.
+    pub fn lane_head(&self, sub_id: &str, lane: &str) -> Result<Option<[u8; 16]>> {
+        Ok(self
+            .lanes
+            .scan_prefix(lane_prefix(sub_id, lane))
+            .next()
+            .transpose()?
+            .and_then(|(_, v)| v.as_ref().try_into().ok()))
+    }
+
+    /// Remove a due entry that no longer matches its delivery.
+    pub fn drop_due(&self, at_ms: u64, key: &[u8; 16]) -> Result<()> {
+        self.due.remove(due_key(at_ms, key))?;
+        Ok(())
+    }
+
+    /// Take a delivery out of the due index until its lane wakes it (it is
+    /// not its lane's turn, or its subscription is disabled).
+    pub fn park(&self, key: &[u8; 16]) -> Result<()> {
+        self.update_delivery(key, |d| d.next_attempt_at = None)
+    }
+
+    /// Make a pending delivery due at `at`.
+    pub fn schedule(&self, key: &[u8; 16], at: DateTime<Utc>) -> Result<()> {
+        self.update_delivery(key, |d| {
+            if d.status == DeliveryStatus::Pending {
+                d.next_attempt_at = Some(at);
+            }
+        })
+    }
+
+    /// Change a delivery and keep the due index in step with its next attempt.
+    fn update_delivery(&self, key: &[u8; 16], change: impl Fn(&mut Delivery)) -> Result<()> {
+        self.in_outbox(|o| {
+            let Some(v) = o.deliveries.get(key)? else {
+                return Ok(());
+            };
+            let mut d: Delivery = decode("deliveries", &v).map_err(Abort::Abort)?;
+            let before = d.next_attempt_at;
+            change(&mut d);
+            if let Some(t) = before {
+                o.due.remove(&due_key(ms(t), key))?;
+            }
+            if let Some(t) = d.next_attempt_at {
+                o.due.insert(&due_key(ms(t), key), &[])?;
+            }
+            o.deliveries.insert(key, encode(&d))?;
+            Ok(())
+        })
+    }
+
+    /// Record an attempt and what follows from it, in one transaction.
+    pub fn finish_attempt(
+        &self,
+        key: &[u8; 16],
+        attempt: &Attempt,
+        verdict: &Verdict,
+    ) -> Result<Option<Delivery>> {
+        self.in_outbox(|o| {
+            let Some(v) = o.deliveries.get(key)? else {
+                return Ok(None);
+            };
+            let mut d: Delivery = decode("deliveries", &v).map_err(Abort::Abort)?;
+            if let Some(t) = d.next_attempt_at.take() {
+                o.due.remove(&due_key(ms(t), key))?;
+            }
+            d.attempts.push(attempt.clone());
+            let leave_lane = |d: &Delivery| {
+                let ek = event_key_of(&d.event_id).unwrap_or_default();
+                lane_key(&d.subscription_id, d.lane(), &ek)
+            };
+            match verdict {
+                Verdict::Succeeded => {
+                    d.status = DeliveryStatus::Succeeded;
+                    o.lanes.remove(leave_lane(&d))?;
+                }
+                Verdict::Failed => {
+                    d.status = DeliveryStatus::Failed;
+                    o.lanes.remove(leave_lane(&d))?;
+                }
+                Verdict::RetryAt(t) => {
+                    d.next_attempt_at = Some(*t);
+                    o.due.insert(&due_key(ms(*t), key), &[])?;
+                }
+                Verdict::Hold => {}
+            }
+            o.deliveries.insert(key, encode(&d))?;
+            Ok(Some(d))
+        })
+    }
+
+    /// Make the head of every lane under `prefix` due now if it is waiting.
+    /// Used after a head finishes, when a subscription is enabled, and at
+    /// start-up (a crash may fall between finishing a head and waking the next).
+    pub fn wake_lane_heads(&self, prefix: &[u8], now: DateTime<Utc>) -> Result<usize> {
+        let mut woken = 0;
+        let mut last_lane: Option<Vec<u8>> = None;
+        for item in self.lanes.scan_prefix(prefix) {
+            let (k, v) = item?;
+            let lane = k[..k.len().saturating_sub(16)].to_vec();
+            if last_lane.as_ref() == Some(&lane) {
+                continue;
+            }
+            last_lane = Some(lane);
+            let Ok(dk) = <[u8; 16]>::try_from(v.as_ref()) else {
+                continue;
+            };
+            if let Some(d) = self.delivery_at(&dk)? {
+                if self
+                    .subscription(&d.subscription_id)
+                    .is_some_and(|s| s.enabled)
+                    && d.next_attempt_at.is_none()
+                {
+                    self.schedule(&dk, now)?;
+                    woken += 1;
+                }
+            }
+        }
+        Ok(woken)
+    }
+
+    pub fn wake_lane(&self, sub_id: &str, lane: &str, now: DateTime<Utc>) -> Result<usize> {
+        self.wake_lane_heads(&lane_prefix(sub_id, lane), now)
+    }
+
+    pub fn wake_subscription(&self, sub_id: &str, now: DateTime<Utc>) -> Result<usize> {
+        self.wake_lane_heads(sub_id.as_bytes(), now)
+    }
+
+    /// Send a failed delivery again: back into its lane, due now.
+    pub fn retry_delivery(&self, key: &[u8; 16], now: DateTime<Utc>) -> Result<Option<Delivery>> {
+        self.in_outbox(|o| {
+            let Some(v) = o.deliveries.get(key)? else {
+                return Ok(None);
+            };
+            let mut d: Delivery = decode("deliveries", &v).map_err(Abort::Abort)?;
+            if d.status != DeliveryStatus::Failed {
+                return Ok(Some(d));
+            }
+            d.status = DeliveryStatus::Pending;
+            d.schedule_start = d.attempts.len();
+            d.next_attempt_at = Some(now);
+            let ek = event_key_of(&d.event_id).unwrap_or_default();
+            o.lanes
+                .insert(lane_key(&d.subscription_id, d.lane(), &ek), key)?;
+            o.due.insert(&due_key(ms(now), key), &[])?;
+            o.deliveries.insert(key, encode(&d))?;
+            Ok(Some(d))
+        })
+    }
+
+    /// A subscription's deliveries, newest first, before the cursor.
+    pub fn list_deliveries(
+        &self,
+        sub_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Delivery>, Option<String>)> {
+        let mut prefix = sub_delivery_key(sub_id, &[0; 16]);
+        prefix.truncate(sub_id.len() + 1);
+        let end = match before.and_then(delivery_key_of) {
+            Some(k) => sub_delivery_key(sub_id, &k),
+            None => {
+                let mut e = prefix.clone();
+                e.extend_from_slice(&[0xff; 17]);
+                e
+            }
+        };
+        let mut out = Vec::new();
+        for item in self.sub_deliveries.range(prefix.clone()..end).rev() {
+            let (k, _) = item?;
+            let Ok(dk) = <[u8; 16]>::try_from(&k[k.len() - 16..]) else {
+                continue;
+            };
+            if let Some(d) = self.delivery_at(&dk)? {
+                out.push(d);
+            }
+            if out.len() >= limit {
+                let next = out.last().map(|d| d.id.clone());
+                return Ok((out, next));
+            }
+        }
+        Ok((out, None))
+    }
+}

@@ -1,0 +1,568 @@
+//! Webhook delivery end to end: signatures, filters, outages, order, the
+//! spent schedule, 410, rotation and the SSRF guard.
+
+use crate::receiver::{Received, Receiver};
+use crate::support::*;
+use axum::http::StatusCode as AxStatus;
+use axum::response::IntoResponse;
+use base64::Engine as _;
+use hmac::Mac;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use verriflo_relay::signing::{verify, Secret, DEFAULT_TOLERANCE};
+
+/// The signature, computed here from the published scheme, not by the library.
+fn independent_signature(secret: &str, r: &Received) -> String {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    let ts = r.headers["webhook-timestamp"].to_str().unwrap();
+    mac.update(format!("{}.{}.", r.id(), ts).as_bytes());
+    mac.update(&r.body);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+async fn run_class(app: &TestApp, up: &Upstream, room: &str) {
+    for step in class_steps(room) {
+        app.apply(up, step).await;
+    }
+}
+
+async fn received_at_least(rx: &Receiver, n: usize) -> Vec<Received> {
+    eventually(&format!("{n} webhooks"), || async {
+        let got = rx.hooks();
+        (got.len() >= n).then_some(got)
+    })
+    .await
+}
+
+/// First arrival of each event id, in arrival order.
+fn first_arrivals(got: &[Received]) -> Vec<Received> {
+    let mut seen = std::collections::HashSet::new();
+    got.iter()
+        .filter(|r| seen.insert(r.id()))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn every_event_arrives_signed_and_equal_to_the_stored_event() {
+    let up = spawn_upstream().await;
+    let app = TestApp::spawn(&up).await;
+    let rx = Receiver::spawn().await;
+    let (sub, secret) = app
+        .subscribe(json!({"url": rx.url, "rooms": ["math-101"]}))
+        .await;
+    // Naming the room watched it.
+    app.until_snapshot("math-101", &not_found("math-101")).await;
+    run_class(&app, &up, "math-101").await;
+    let events = app.events("math-101").await;
+    assert_eq!(events.len(), 9);
+    let got = received_at_least(&rx, events.len()).await;
+    assert_eq!(got.len(), events.len());
+
+    let secret_obj = Secret::parse(&secret).unwrap();
+    for (r, e) in got.iter().zip(&events) {
+        assert_eq!(r.id(), e["id"], "in order");
+        assert_eq!(r.headers["content-type"], "application/json");
+        assert!(r.headers["user-agent"]
+            .to_str()
+            .unwrap()
+            .starts_with("verriflo-relay/"));
+        let now = chrono::Utc::now().timestamp();
+        verify(&secret_obj, &r.headers, &r.body, now, DEFAULT_TOLERANCE)
+            .expect("the library verifies it");
+        assert_eq!(
+            r.headers["webhook-signature"].to_str().unwrap(),
+            independent_signature(&secret, r)
+        );
+        let mut stored = e.clone();
+        stored.as_object_mut().unwrap().remove("id");
+        assert_eq!(r.json(), stored);
+    }
+    eventually("deliveries to be recorded", || async {
+        let ds = app.deliveries(&sub).await;
+        (ds.len() == events.len() && ds.iter().all(|d| d["status"] == "succeeded")).then_some(())
+    })
+    .await;
+    let ds = app.deliveries(&sub).await;
+    assert_eq!(
+        ds[0]["eventId"],
+        events.last().unwrap()["id"],
+        "newest first"
+    );
+    assert_eq!(ds[0]["attempts"][0]["statusCode"], 200);
+}
+
+#[tokio::test]
+async fn filters_deliver_exactly_the_matching_subset() {
+    let up = spawn_upstream().await;
+    let app = TestApp::spawn(&up).await;
+    let (all, rooms_only, teacher_only, disabled, deleted) = (
+        Receiver::spawn().await,
+        Receiver::spawn().await,
+        Receiver::spawn().await,
+        Receiver::spawn().await,
+        Receiver::spawn().await,
+    );
+    app.watch("r1").await;
+    app.watch("r2").await;
+    app.subscribe(json!({"url": all.url})).await;
+    app.subscribe(json!({"url": rooms_only.url, "rooms": ["r2"]}))
+        .await;
+    app.subscribe(json!({"url": teacher_only.url, "events": ["teacher.*", "room.started"]}))
+        .await;
+    let (off, _) = app.subscribe(json!({"url": disabled.url})).await;
+    let (gone, _) = app.subscribe(json!({"url": deleted.url})).await;
+    let (status, body) = app
+        .patch(
+            &format!("/v1/subscriptions/{off}"),
+            json!({"enabled": false}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["enabled"], false);
+    let (status, _) = app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/subscriptions/{gone}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    app.until_snapshot("r1", &not_found("r1")).await;
+    app.until_snapshot("r2", &not_found("r2")).await;
+    run_class(&app, &up, "r1").await;
+    run_class(&app, &up, "r2").await;
+    let total = app.events("r1").await.len() + app.events("r2").await.len();
+    let r2 = app.events("r2").await.len();
+    let got = received_at_least(&all, total).await;
+    received_at_least(&rooms_only, r2).await;
+    // room.started + teacher.joined + teacher.left, in each room.
+    received_at_least(&teacher_only, 6).await;
+    // Let the engine finish with whatever it has: the "all" receiver has everything.
+    assert_eq!(got.len(), total);
+    assert!(rooms_only
+        .hooks()
+        .iter()
+        .all(|r| r.json()["data"]["roomId"] == "r2"));
+    assert_eq!(rooms_only.hooks().len(), r2);
+    let types: Vec<String> = teacher_only
+        .hooks()
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        types
+            .iter()
+            .all(|t| t.starts_with("teacher.") || t == "room.started"),
+        "{types:?}"
+    );
+    assert_eq!(types.len(), 6);
+    assert!(disabled.all().is_empty());
+    assert!(deleted.all().is_empty());
+    let (status, _) = app.get(&format!("/v1/subscriptions/{gone}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_outage_is_retried_in_order_and_a_stuck_room_holds_back_no_other() {
+    let up = spawn_upstream().await;
+    let mut settings = fast_settings(&up);
+    settings.retain(|(k, _)| *k != "RELAY_RETRY_SCHEDULE");
+    settings.push(("RELAY_RETRY_SCHEDULE", vec!["30ms"; 200].join(",")));
+    let app = TestApp::spawn_with(
+        settings,
+        std::sync::Arc::new(tempfile::TempDir::new().unwrap()),
+    )
+    .await;
+    let rx = Receiver::spawn().await;
+    let stuck = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = stuck.clone();
+    // Room "a" is refused while stuck; every request's first try also fails.
+    rx.answer(move |_, r| {
+        let body = r.json();
+        if body["data"]["roomId"] == "a" && flag.load(std::sync::atomic::Ordering::SeqCst) {
+            return AxStatus::INTERNAL_SERVER_ERROR.into_response();
+        }
+        AxStatus::OK.into_response()
+    });
+    let (sub, _) = app
+        .subscribe(json!({"url": rx.url, "rooms": ["a", "b"]}))
+        .await;
+    app.until_snapshot("a", &not_found("a")).await;
+    app.until_snapshot("b", &not_found("b")).await;
+    run_class(&app, &up, "a").await;
+    run_class(&app, &up, "b").await;
+    let b_events = app.events("b").await;
+    // Every event of "b" arrives while "a" is still stuck on its first event.
+    eventually("room b to be delivered", || async {
+        let ok_b: Vec<String> = rx
+            .hooks()
+            .iter()
+            .filter(|r| r.json()["data"]["roomId"] == "b")
+            .map(|r| r.id())
+            .collect();
+        (ok_b.len() >= b_events.len()).then_some(())
+    })
+    .await;
+    let a_events = app.events("a").await;
+    let a_tries: Vec<String> = rx
+        .hooks()
+        .iter()
+        .filter(|r| r.json()["data"]["roomId"] == "a")
+        .map(|r| r.id())
+        .collect();
+    assert!(a_tries.len() >= 2, "room a was retried");
+    assert!(
+        a_tries.iter().all(|id| *id == a_events[0]["id"]),
+        "room a waits on its first event, same webhook-id on every retry"
+    );
+
+    stuck.store(false, std::sync::atomic::Ordering::SeqCst);
+    let total = a_events.len() + b_events.len();
+    eventually("everything delivered", || async {
+        (first_arrivals(&rx.hooks()).len() >= total).then_some(())
+    })
+    .await;
+    // Per room, first arrivals come in emission order.
+    let firsts = first_arrivals(&rx.hooks());
+    for (room, events) in [("a", &a_events), ("b", &b_events)] {
+        let order: Vec<String> = firsts
+            .iter()
+            .filter(|r| r.json()["data"]["roomId"] == room)
+            .map(|r| r.id())
+            .collect();
+        let want: Vec<String> = events
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(order, want, "room {room}");
+    }
+    eventually("all deliveries succeeded", || async {
+        let ds = app.deliveries(&sub).await;
+        ds.iter().all(|d| d["status"] == "succeeded").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_spent_schedule_fails_then_retry_and_replay_send_again() {
+    let up = spawn_upstream().await;
+    let app = TestApp::spawn(&up).await;
+    let rx = Receiver::spawn().await;
+    rx.answer(|_, _| (AxStatus::SERVICE_UNAVAILABLE, "down for maintenance").into_response());
+    let (sub, _) = app.subscribe(json!({"url": rx.url, "rooms": ["r"]})).await;
+    app.until_snapshot("r", &not_found("r")).await;
+    let since = chrono::Utc::now();
+    app.apply(&up, idle("r")).await;
+    let failed = eventually("the delivery to fail", || async {
+        let ds = app.deliveries(&sub).await;
+        ds.first().filter(|d| d["status"] == "failed").cloned()
+    })
+    .await;
+    // The default test schedule has three delays: four attempts in all.
+    let attempts = failed["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 4);
+    assert!(attempts
+        .iter()
+        .all(|a| a["statusCode"] == 503 && a["response"] == "down for maintenance"));
+    assert!(attempts
+        .iter()
+        .all(|a| a["at"].is_string() && a["durationMs"].is_u64()));
+    let event_id = failed["eventId"].as_str().unwrap().to_string();
+    assert!(rx.hooks().iter().all(|r| r.id() == event_id));
+
+    rx.answer(|_, _| AxStatus::NO_CONTENT.into_response());
+    let did = failed["id"].as_str().unwrap();
+    let (status, body) = app
+        .post(
+            &format!("/v1/subscriptions/{sub}/deliveries/{did}/retry"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    eventually("the retried delivery to succeed", || async {
+        let ds = app.deliveries(&sub).await;
+        (ds[0]["status"] == "succeeded").then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.deliveries(&sub).await[0]["attempts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    // A succeeded delivery cannot be retried.
+    let (status, _) = app
+        .post(
+            &format!("/v1/subscriptions/{sub}/deliveries/{did}/retry"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    let before = rx.hooks().len();
+    let (status, body) = app
+        .post(
+            &format!("/v1/subscriptions/{sub}/replay"),
+            json!({"since": since}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["data"]["queued"], 1);
+    let got = received_at_least(&rx, before + 1).await;
+    assert_eq!(
+        got.last().unwrap().id(),
+        event_id,
+        "a replay keeps the event's webhook-id"
+    );
+    let (status, body) = app
+        .post(
+            &format!("/v1/subscriptions/{sub}/replay"),
+            json!({"since": "yesterday"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
+async fn gone_disables_and_enabling_resumes() {
+    let up = spawn_upstream().await;
+    let app = TestApp::spawn(&up).await;
+    let rx = Receiver::spawn().await;
+    rx.answer(|n, _| {
+        if n == 0 {
+            AxStatus::GONE.into_response()
+        } else {
+            AxStatus::OK.into_response()
+        }
+    });
+    let (sub, _) = app.subscribe(json!({"url": rx.url, "rooms": ["r"]})).await;
+    app.until_snapshot("r", &not_found("r")).await;
+    app.apply(&up, idle("r")).await;
+    let disabled = eventually("the subscription to be disabled", || async {
+        let (_, s) = app.get(&format!("/v1/subscriptions/{sub}")).await;
+        (s["data"]["enabled"] == false).then_some(s)
+    })
+    .await;
+    assert!(disabled["data"]["disabledReason"]
+        .as_str()
+        .unwrap()
+        .contains("410"));
+    // Events while disabled are not queued for it.
+    app.apply(&up, class_steps("r")[1].clone()).await;
+    assert_eq!(rx.hooks().len(), 1);
+
+    let (status, _) = app
+        .patch(
+            &format!("/v1/subscriptions/{sub}"),
+            json!({"enabled": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let got = received_at_least(&rx, 2).await;
+    assert_eq!(
+        got[1].id(),
+        got[0].id(),
+        "the held event goes out again once enabled"
+    );
+    app.apply(&up, class_steps("r")[2].clone()).await;
+    let got = received_at_least(&rx, 3).await;
+    assert_eq!(got[2].json()["type"], "teacher.joined");
+}
+
+#[tokio::test]
+async fn after_rotation_both_secrets_sign() {
+    let up = spawn_upstream().await;
+    let app = TestApp::spawn(&up).await;
+    let rx = Receiver::spawn().await;
+    let (sub, old) = app.subscribe(json!({"url": rx.url})).await;
+    let (status, body) = app.get(&format!("/v1/subscriptions/{sub}/secret")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["secret"], old.as_str());
+    let (status, body) = app
+        .post(&format!("/v1/subscriptions/{sub}/rotate-secret"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let new = body["data"]["secret"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    assert!(body["data"]["previousSecretExpiresAt"].is_string());
+    // Secrets never show in the listing.
+    let (_, listed) = app.get("/v1/subscriptions").await;
+    assert!(!listed.to_string().contains(&old) && !listed.to_string().contains(&new));
+
+    let (status, body) = app
+        .post(&format!("/v1/subscriptions/{sub}/test"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let got = received_at_least(&rx, 1).await;
+    let r = &got[0];
+    assert_eq!(r.json()["type"], "webhook.test");
+    let header = r.headers["webhook-signature"].to_str().unwrap().to_string();
+    let sigs: Vec<&str> = header.split(' ').collect();
+    assert_eq!(sigs.len(), 2);
+    let now = chrono::Utc::now().timestamp();
+    for (secret, sig) in [(&new, sigs[0]), (&old, sigs[1])] {
+        let mut one = r.headers.clone();
+        one.insert("webhook-signature", sig.parse().unwrap());
+        verify(
+            &Secret::parse(secret).unwrap(),
+            &one,
+            &r.body,
+            now,
+            DEFAULT_TOLERANCE,
+        )
+        .expect("each signature verifies under its secret");
+        assert_eq!(independent_signature(secret, r), sig);
+    }
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_and_redirects_not_followed() {
+    let up = spawn_upstream().await;
+    let mut settings = fast_settings(&up);
+    settings.retain(|(k, _)| *k != "RELAY_ALLOW_PRIVATE_TARGETS");
+    let guarded = TestApp::spawn_with(
+        settings,
+        std::sync::Arc::new(tempfile::TempDir::new().unwrap()),
+    )
+    .await;
+    for url in [
+        "http://127.0.0.1/hook",
+        "http://10.0.0.1/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://localhost:8080/hook",
+    ] {
+        let (status, body) = guarded.post("/v1/subscriptions", json!({"url": url})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {body}");
+        assert_eq!(body["success"], false);
+    }
+    let (_, listed) = guarded.get("/v1/subscriptions").await;
+    assert_eq!(listed["data"], json!([]));
+
+    // With private targets allowed (as the tests' receivers need), a 302 is a
+    // failed attempt and its target is never requested.
+    let app = TestApp::spawn(&up).await;
+    let rx = Receiver::spawn().await;
+    rx.answer(|_, _| (AxStatus::FOUND, [("location", "/elsewhere")]).into_response());
+    let (sub, _) = app.subscribe(json!({"url": rx.url, "rooms": ["r"]})).await;
+    app.until_snapshot("r", &not_found("r")).await;
+    app.apply(&up, idle("r")).await;
+    let failed = eventually("the redirected delivery to fail", || async {
+        app.deliveries(&sub)
+            .await
+            .first()
+            .filter(|d| d["status"] == "failed")
+            .cloned()
+    })
+    .await;
+    assert!(failed["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["statusCode"] == 302));
+    assert!(
+        rx.all().iter().all(|r| r.path == "/hook"),
+        "the redirect target was requested"
+    );
+}
+
+#[tokio::test]
+async fn bad_subscription_input_is_refused_and_changes_nothing() {
+    let up = spawn_upstream().await;
+    let app = TestApp::spawn(&up).await;
+    let url = format!("{}/v1/subscriptions", app.base);
+    let send = |body: Vec<u8>, ctype: &'static str| {
+        app.http
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .header("content-type", ctype)
+            .body(body)
+            .send()
+    };
+    let huge = format!(
+        "{{\"url\": \"http://127.0.0.1/h\", \"description\": \"{}\"}}",
+        "x".repeat(200_000)
+    );
+    let cases: Vec<(Vec<u8>, &str, StatusCode)> = vec![
+        (
+            b"{not json".to_vec(),
+            "application/json",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            b"{\"url\": \"http://127.0.0.1/h\"}".to_vec(),
+            "text/plain",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            huge.into_bytes(),
+            "application/json",
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (b"{}".to_vec(), "application/json", StatusCode::BAD_REQUEST),
+        (
+            b"{\"url\": 5}".to_vec(),
+            "application/json",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            b"{\"url\": \"http://127.0.0.1/h\", \"colour\": 1}".to_vec(),
+            "application/json",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            b"{\"url\": \"http://127.0.0.1/h\", \"events\": [\"room.exploded\"]}".to_vec(),
+            "application/json",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            b"{\"url\": \"ftp://127.0.0.1/h\"}".to_vec(),
+            "application/json",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            b"{\"url\": \"http://u:p@127.0.0.1/h\"}".to_vec(),
+            "application/json",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            b"{\"url\": \"http://127.0.0.1/h\", \"rooms\": [\"\"]}".to_vec(),
+            "application/json",
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (body, ctype, want) in cases {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).to_string();
+        let res = send(body, ctype).await.unwrap();
+        assert_eq!(res.status(), want, "{shown}");
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(v["success"], false, "{shown}");
+        assert!(v["error"]["code"].is_string(), "{shown}");
+    }
+    let (_, listed) = app.get("/v1/subscriptions").await;
+    assert_eq!(listed["data"], json!([]));
+    let (_, rooms) = app.get("/v1/rooms").await;
+    assert_eq!(rooms["data"], json!([]));
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/subscriptions/sub_nope"),
+        (reqwest::Method::DELETE, "/v1/subscriptions/sub_nope"),
+        (reqwest::Method::POST, "/v1/subscriptions/sub_nope/test"),
+        (
+            reqwest::Method::GET,
+            "/v1/subscriptions/sub_nope/deliveries",
+        ),
+    ] {
+        let (status, body) = app.request(method, path, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+    }
+}
