@@ -2,6 +2,7 @@
 //! receivers, all on port 0.
 
 mod api_input;
+mod crash;
 mod delivery;
 mod faults;
 mod receiver;
