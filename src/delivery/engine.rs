@@ -1,10 +1,10 @@
-//! The delivery engine: a thin dispatcher loop around [`Engine::deliver_once`].
-//! It alone decides what is sent when, so lane order needs no locks.
+//! The delivery engine: a thin dispatcher loop around the single step
+//! ([`Engine::attempt`], [`Engine::record`]). It alone decides what is sent
+//! when, so lane order needs no locks.
 
-use super::retry::{verdict, AttemptOutcome};
-use super::{Delivery, DeliveryStatus, Verdict};
+use super::step::Attempted;
+use super::{DeliveryStatus, Verdict};
 use crate::store::{ms, Store};
-use crate::subscription::should_disable;
 use chrono::Utc;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,15 +12,15 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, instrument, warn};
+use tracing::warn;
 
 use super::sender::Sender;
 
 #[derive(Clone)]
 pub struct Engine {
-    store: Store,
-    sender: Sender,
-    schedule: Arc<Vec<Duration>>,
+    pub(super) store: Store,
+    pub(super) sender: Sender,
+    pub(super) schedule: Arc<Vec<Duration>>,
     concurrency: usize,
     /// Woken when deliveries may have become due (new events, API actions).
     wake: Arc<Notify>,
@@ -33,7 +33,8 @@ type Lane = (String, String);
 struct Done {
     key: [u8; 16],
     lane: Lane,
-    verdict: Option<Verdict>,
+    /// None when the delivery, its subscription or its event vanished.
+    attempted: Option<Attempted>,
 }
 
 impl Engine {
@@ -53,72 +54,6 @@ impl Engine {
         }
     }
 
-    /// Send one delivery once and record what happened. Returns None when the
-    /// delivery, its subscription or its event is gone.
-    #[instrument(skip(self), fields(delivery = %crate::store::delivery_id(*key)))]
-    pub async fn deliver_once(&self, key: &[u8; 16]) -> Option<(Delivery, Verdict)> {
-        let store = &self.store;
-        let delivery = store.delivery_at(key).ok()??;
-        let sub = store.subscription(&delivery.subscription_id)?;
-        let event = store.event(&delivery.event_id).ok()??;
-        let now = Utc::now();
-        let (attempt, outcome) = self.sender.send(&sub, &event, now).await;
-        let n = delivery.attempts.len() - delivery.schedule_start.min(delivery.attempts.len()) + 1;
-        let verdict = verdict(&outcome, n, &self.schedule, Utc::now(), rand::random());
-        let recorded = match store.finish_attempt(key, &attempt, &verdict) {
-            Ok(d) => d?,
-            Err(e) => {
-                warn!(error = %e, "could not record an attempt; it will be made again");
-                return None;
-            }
-        };
-        match (&outcome, &verdict) {
-            (AttemptOutcome::Success, _) => {
-                info!(subscription = %sub.id, event = %event.id, status = ?attempt.status_code, ms = attempt.duration_ms, "delivered")
-            }
-            (_, Verdict::Failed) => {
-                warn!(subscription = %sub.id, event = %event.id, "delivery failed: retry schedule spent")
-            }
-            _ => {
-                info!(subscription = %sub.id, event = %event.id, status = ?attempt.status_code, error = ?attempt.error, "attempt failed")
-            }
-        }
-        self.after_attempt(&sub.id, &outcome);
-        Some((recorded, verdict))
-    }
-
-    /// Keep the subscription's health: 410 or five days of failure disable it.
-    fn after_attempt(&self, sub_id: &str, outcome: &AttemptOutcome) {
-        let now = Utc::now();
-        let result = self.store.update_subscription(sub_id, |s| match outcome {
-            AttemptOutcome::Success => s.failing_since = None,
-            AttemptOutcome::Gone => {
-                s.enabled = false;
-                s.disabled_reason = Some("receiver answered 410 Gone".into());
-                s.updated_at = now;
-            }
-            AttemptOutcome::Failure { .. } => {
-                let since = *s.failing_since.get_or_insert(now);
-                if s.enabled && should_disable(Some(since), now) {
-                    s.enabled = false;
-                    s.disabled_reason = Some("failing without a success for 5 days".into());
-                    s.updated_at = now;
-                }
-            }
-        });
-        match result {
-            Ok(Some(s))
-                if !s.enabled
-                    && s.disabled_reason.is_some()
-                    && !matches!(outcome, AttemptOutcome::Success) =>
-            {
-                warn!(subscription = %s.id, reason = ?s.disabled_reason, "subscription disabled")
-            }
-            Err(e) => warn!(error = %e, "could not update the subscription"),
-            _ => {}
-        }
-    }
-
     /// Run until `shutdown`: pick what is due, in lane order, within the
     /// concurrency limit; attempts in flight finish on `tracker`.
     pub async fn run(self, shutdown: CancellationToken, tracker: TaskTracker) {
@@ -129,23 +64,33 @@ impl Engine {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let mut in_flight: HashSet<[u8; 16]> = HashSet::new();
         let mut busy_lanes: HashSet<Lane> = HashSet::new();
+        // Lanes whose head just finished: their next delivery goes out directly.
+        let mut advanced: Vec<Lane> = Vec::new();
         loop {
+            let mut batch = Vec::new();
             while let Ok(done) = done_rx.try_recv() {
-                self.finished(done, &mut in_flight, &mut busy_lanes);
+                batch.push(done);
             }
+            self.finished(batch, &mut in_flight, &mut busy_lanes, &mut advanced);
             if shutdown.is_cancelled() {
+                // Take no new work; record what is in flight so that a clean
+                // stop sends nothing twice. The app bounds this by its grace.
+                while !in_flight.is_empty() {
+                    let Some(done) = done_rx.recv().await else {
+                        break;
+                    };
+                    self.finished(vec![done], &mut in_flight, &mut busy_lanes, &mut advanced);
+                }
                 return;
             }
-            let launch = match self.pick(&in_flight, &mut busy_lanes) {
-                Ok(l) => l,
-                Err(e) => {
-                    warn!(error = %e, "could not read the outbox");
-                    Vec::new()
-                }
+            let mut launch = self.next_in_lanes(&mut advanced, &in_flight, &mut busy_lanes);
+            match self.pick(&in_flight, launch.len(), &mut busy_lanes) {
+                Ok(l) => launch.extend(l),
+                Err(e) => warn!(error = %e, "could not read the outbox"),
             };
             if !launch.is_empty() {
                 // Sent only once durable: a crash may send again, never invent.
-                if let Err(e) = self.store.flush().await {
+                if let Err(e) = self.store.ensure_durable().await {
                     warn!(error = %e, "could not flush the store; holding deliveries");
                     for (_, lane) in launch {
                         busy_lanes.remove(&lane);
@@ -157,34 +102,92 @@ impl Engine {
                     in_flight.insert(key);
                     let (engine, tx) = (self.clone(), done_tx.clone());
                     tracker.spawn(async move {
-                        let verdict = engine.deliver_once(&key).await.map(|(_, v)| v);
-                        let _ = tx.send(Done { key, lane, verdict });
+                        let attempted = engine.attempt(&key).await;
+                        let _ = tx.send(Done {
+                            key,
+                            lane,
+                            attempted,
+                        });
                     });
                 }
             }
             let wait = self.idle_wait(&in_flight);
             tokio::select! {
-                _ = shutdown.cancelled() => return,
-                Some(done) = done_rx.recv() => self.finished(done, &mut in_flight, &mut busy_lanes),
+                _ = shutdown.cancelled() => {}
+                Some(done) = done_rx.recv() => self.finished(vec![done], &mut in_flight, &mut busy_lanes, &mut advanced),
                 _ = self.wake.notified() => {}
                 _ = sleep_or_forever(wait) => {}
             }
         }
     }
 
-    fn finished(&self, done: Done, in_flight: &mut HashSet<[u8; 16]>, busy: &mut HashSet<Lane>) {
-        in_flight.remove(&done.key);
-        busy.remove(&done.lane);
-        // The lane moves on when its head is finished either way (or vanished).
-        if !matches!(
-            done.verdict,
-            Some(Verdict::RetryAt(_)) | Some(Verdict::Hold)
-        ) {
-            let (sub, room) = &done.lane;
-            if let Err(e) = self.store.wake_lane(sub, room, Utc::now()) {
-                warn!(error = %e, "could not advance a delivery lane");
+    /// Record finished attempts together (one transaction for the batch)
+    /// and free their slots and lanes.
+    fn finished(
+        &self,
+        batch: Vec<Done>,
+        in_flight: &mut HashSet<[u8; 16]>,
+        busy: &mut HashSet<Lane>,
+        advanced: &mut Vec<Lane>,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let attempted: Vec<Attempted> = batch.iter().filter_map(|d| d.attempted.clone()).collect();
+        self.record(&attempted);
+        for done in batch {
+            in_flight.remove(&done.key);
+            busy.remove(&done.lane);
+            // The lane moves on when its head is finished either way (or vanished).
+            let verdict = done.attempted.map(|a| a.verdict);
+            if !matches!(verdict, Some(Verdict::RetryAt(_)) | Some(Verdict::Hold)) {
+                advanced.push(done.lane);
             }
         }
+    }
+
+    /// The next delivery of each advanced lane, sent directly while slots are
+    /// free (no trip through the due index); otherwise made due now. A crash
+    /// before it finishes is covered by the lane recovery at start-up.
+    fn next_in_lanes(
+        &self,
+        advanced: &mut Vec<Lane>,
+        in_flight: &HashSet<[u8; 16]>,
+        busy: &mut HashSet<Lane>,
+    ) -> Vec<([u8; 16], Lane)> {
+        let mut launch = Vec::new();
+        for lane in advanced.drain(..) {
+            let free = self
+                .concurrency
+                .saturating_sub(in_flight.len() + launch.len());
+            let direct = free > 0 && !busy.contains(&lane) && {
+                match self.store.lane_head(&lane.0, &lane.1) {
+                    Ok(Some(key)) if !in_flight.contains(&key) => {
+                        let ready = self
+                            .store
+                            .delivery_at(&key)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|d| {
+                                d.status == DeliveryStatus::Pending && d.next_attempt_at.is_none()
+                            })
+                            && self.store.subscription(&lane.0).is_some_and(|s| s.enabled);
+                        if ready {
+                            busy.insert(lane.clone());
+                            launch.push((key, lane.clone()));
+                        }
+                        ready
+                    }
+                    _ => false,
+                }
+            };
+            if !direct {
+                if let Err(e) = self.store.wake_lane(&lane.0, &lane.1, Utc::now()) {
+                    warn!(error = %e, "could not advance a delivery lane");
+                }
+            }
+        }
+        launch
     }
 
     /// Choose what to send now. Entries that are stale are dropped; those
@@ -192,9 +195,10 @@ impl Engine {
     fn pick(
         &self,
         in_flight: &HashSet<[u8; 16]>,
+        launching: usize,
         busy: &mut HashSet<Lane>,
     ) -> crate::store::Result<Vec<([u8; 16], Lane)>> {
-        let free = self.concurrency.saturating_sub(in_flight.len());
+        let free = self.concurrency.saturating_sub(in_flight.len() + launching);
         let mut launch = Vec::new();
         if free == 0 {
             return Ok(launch);

@@ -4,7 +4,9 @@ mod engine;
 mod model;
 pub mod retry;
 mod sender;
+mod step;
 
 pub use engine::Engine;
 pub use model::{Attempt, Delivery, DeliveryStatus, Verdict};
 pub use sender::Sender;
+pub use step::Attempted;

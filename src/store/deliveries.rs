@@ -12,6 +12,10 @@ use sled::transaction::{
 };
 use sled::Transactional;
 
+fn be_u64(v: &[u8]) -> u64 {
+    v.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
 pub fn ms(t: DateTime<Utc>) -> u64 {
     t.timestamp_millis().max(0) as u64
 }
@@ -21,12 +25,47 @@ pub(super) struct Outbox<'a> {
     pub deliveries: &'a TransactionalTree,
     pub sub_deliveries: &'a TransactionalTree,
     pub lanes: &'a TransactionalTree,
+    pub lane_sizes: &'a TransactionalTree,
     pub due: &'a TransactionalTree,
 }
 
 impl Outbox<'_> {
-    /// Queue `event` for `sub_id`, due now. Skipped (None) when the same event
-    /// is already waiting in that subscription's lane.
+    /// Add one delivery to a lane; true when the lane was empty, so the
+    /// delivery is its head and due at once (followers wait for their turn).
+    fn join_lane(
+        &self,
+        prefix: &[u8],
+        lk: Vec<u8>,
+        dk: &[u8; 16],
+    ) -> Result<bool, UnabortableTransactionError> {
+        let size = self
+            .lane_sizes
+            .get(prefix)?
+            .map(|v| be_u64(&v))
+            .unwrap_or(0);
+        self.lane_sizes.insert(prefix, &(size + 1).to_be_bytes())?;
+        self.lanes.insert(lk, dk)?;
+        Ok(size == 0)
+    }
+
+    fn leave_lane(&self, prefix: &[u8], lk: Vec<u8>) -> Result<(), UnabortableTransactionError> {
+        if self.lanes.remove(lk)?.is_none() {
+            return Ok(());
+        }
+        match self
+            .lane_sizes
+            .get(prefix)?
+            .map(|v| be_u64(&v))
+            .unwrap_or(0)
+        {
+            0 | 1 => self.lane_sizes.remove(prefix)?,
+            n => self.lane_sizes.insert(prefix, &(n - 1).to_be_bytes())?,
+        };
+        Ok(())
+    }
+
+    /// Queue `event` for `sub_id`. Skipped (None) when the same event is
+    /// already waiting in that subscription's lane.
     pub fn enqueue(
         &self,
         store: &Store,
@@ -41,7 +80,8 @@ impl Outbox<'_> {
             return Ok(None);
         }
         let dk = u128::from(store.next_ulid()).to_be_bytes();
-        let delivery = Delivery {
+        let head = self.join_lane(&lane_prefix(sub_id, lane), lk, &dk)?;
+        let mut delivery = Delivery {
             id: delivery_id(dk),
             subscription_id: sub_id.to_string(),
             event_id: event.id.clone(),
@@ -51,13 +91,16 @@ impl Outbox<'_> {
             attempts: Vec::new(),
             schedule_start: 0,
             created_at: now,
-            next_attempt_at: Some(now),
+            next_attempt_at: None,
         };
+        // Only a lane's head is due; the others wait for their turn.
+        if head {
+            delivery.next_attempt_at = Some(now);
+            self.due.insert(&due_key(ms(now), &dk), &[])?;
+        }
         self.deliveries.insert(&dk, encode(&delivery))?;
         self.sub_deliveries
             .insert(sub_delivery_key(sub_id, &dk), &[])?;
-        self.lanes.insert(lk, &dk)?;
-        self.due.insert(&due_key(ms(now), &dk), &[])?;
         Ok(Some(delivery.id))
     }
 }
@@ -72,13 +115,15 @@ impl Store {
             &self.deliveries,
             &self.sub_deliveries,
             &self.lanes,
+            &self.lane_sizes,
             &self.due,
         )
-            .transaction(|(deliveries, sub_deliveries, lanes, due)| {
+            .transaction(|(deliveries, sub_deliveries, lanes, lane_sizes, due)| {
                 f(&Outbox {
                     deliveries,
                     sub_deliveries,
                     lanes,
+                    lane_sizes,
                     due,
                 })
             });
@@ -93,31 +138,46 @@ impl Store {
             Ok(())
         })?;
         self.events.insert(ek, encode(event))?;
+        self.note_queued();
         Ok(())
     }
 
-    /// Queue again every stored event since `since` that `sub` wants.
+    /// Queue again every stored event since `since` that `sub` wants, a few
+    /// hundred per transaction.
     pub fn replay(
         &self,
         sub: &Subscription,
         since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<usize> {
+        const CHUNK: usize = 256;
         let start = u128::from(ulid::Ulid::from_parts(ms(since), 0)).to_be_bytes();
         let mut queued = 0;
-        for item in self.events.range(start..) {
-            let (_, v) = item?;
-            let event: Event = decode("events", &v)?;
-            if event.timestamp < since || !sub.wants(&event) {
-                continue;
+        let mut chunk: Vec<Event> = Vec::with_capacity(CHUNK);
+        let mut items = self.events.range(start..);
+        loop {
+            let next = items.next().transpose()?;
+            if let Some((_, v)) = &next {
+                let event: Event = decode("events", v)?;
+                if event.timestamp >= since && sub.wants(&event) {
+                    chunk.push(event);
+                }
             }
-            if self
-                .in_outbox(|o| Ok(o.enqueue(self, &event, &sub.id, now)?))?
-                .is_some()
-            {
-                queued += 1;
+            if chunk.len() >= CHUNK || (next.is_none() && !chunk.is_empty()) {
+                queued += self.in_outbox(|o| {
+                    let mut n = 0;
+                    for event in &chunk {
+                        n += usize::from(o.enqueue(self, event, &sub.id, now)?.is_some());
+                    }
+                    Ok(n)
+                })?;
+                chunk.clear();
+            }
+            if next.is_none() {
+                break;
             }
         }
+        self.note_queued();
         Ok(queued)
     }
 
@@ -208,14 +268,27 @@ impl Store {
         })
     }
 
-    /// Record an attempt and what follows from it, in one transaction.
-    pub fn finish_attempt(
+    /// Record attempts and what follows from each, all in one transaction
+    /// (group commit: one log write for many deliveries).
+    pub fn finish_attempts(
         &self,
+        items: &[([u8; 16], Attempt, Verdict)],
+    ) -> Result<Vec<Option<Delivery>>> {
+        self.in_outbox(|o| {
+            items
+                .iter()
+                .map(|(key, attempt, verdict)| Self::finish_in(o, key, attempt, verdict))
+                .collect()
+        })
+    }
+
+    fn finish_in(
+        o: &Outbox,
         key: &[u8; 16],
         attempt: &Attempt,
         verdict: &Verdict,
-    ) -> Result<Option<Delivery>> {
-        self.in_outbox(|o| {
+    ) -> std::result::Result<Option<Delivery>, Abort<StoreError>> {
+        {
             let Some(v) = o.deliveries.get(key)? else {
                 return Ok(None);
             };
@@ -224,18 +297,19 @@ impl Store {
                 o.due.remove(&due_key(ms(t), key))?;
             }
             d.attempts.push(attempt.clone());
-            let leave_lane = |d: &Delivery| {
-                let ek = event_key_of(&d.event_id).unwrap_or_default();
-                lane_key(&d.subscription_id, d.lane(), &ek)
-            };
+            let ek = event_key_of(&d.event_id).unwrap_or_default();
+            let (prefix, lk) = (
+                lane_prefix(&d.subscription_id, d.lane()),
+                lane_key(&d.subscription_id, d.lane(), &ek),
+            );
             match verdict {
                 Verdict::Succeeded => {
                     d.status = DeliveryStatus::Succeeded;
-                    o.lanes.remove(leave_lane(&d))?;
+                    o.leave_lane(&prefix, lk)?;
                 }
                 Verdict::Failed => {
                     d.status = DeliveryStatus::Failed;
-                    o.lanes.remove(leave_lane(&d))?;
+                    o.leave_lane(&prefix, lk)?;
                 }
                 Verdict::RetryAt(t) => {
                     d.next_attempt_at = Some(*t);
@@ -245,7 +319,7 @@ impl Store {
             }
             o.deliveries.insert(key, encode(&d))?;
             Ok(Some(d))
-        })
+        }
     }
 
     /// Make the head of every lane under `prefix` due now if it is waiting.
@@ -298,14 +372,16 @@ impl Store {
             }
             d.status = DeliveryStatus::Pending;
             d.schedule_start = d.attempts.len();
-            d.next_attempt_at = Some(now);
             let ek = event_key_of(&d.event_id).unwrap_or_default();
-            o.lanes
-                .insert(lane_key(&d.subscription_id, d.lane(), &ek), key)?;
-            o.due.insert(&due_key(ms(now), key), &[])?;
+            let lk = lane_key(&d.subscription_id, d.lane(), &ek);
+            if o.join_lane(&lane_prefix(&d.subscription_id, d.lane()), lk, key)? {
+                d.next_attempt_at = Some(now);
+                o.due.insert(&due_key(ms(now), key), &[])?;
+            }
             o.deliveries.insert(key, encode(&d))?;
             Ok(Some(d))
         })
+        .inspect(|_| self.note_queued())
     }
 
     /// A subscription's deliveries, newest first, before the cursor.

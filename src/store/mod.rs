@@ -14,6 +14,7 @@ pub use rooms::{PollCommit, RoomRecord};
 use crate::subscription::Subscription;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,11 +54,17 @@ pub struct Store {
     sub_deliveries: sled::Tree,
     /// subscription id ++ room key ++ event key → delivery key: pending, FIFO per room
     lanes: sled::Tree,
+    /// subscription id ++ room key → u64: how many deliveries wait in that lane
+    lane_sizes: sled::Tree,
     /// due time (ms, big-endian) ++ delivery key → (): what the engine sends next
     due: sled::Tree,
     /// Every subscription, in memory: the outbox matches events inside a
     /// transaction, where sled cannot scan.
     subs: Arc<RwLock<HashMap<String, Subscription>>>,
+    /// Outbox commits so far, and how many of them a flush has made durable:
+    /// the engine flushes only when something new was queued.
+    queued: Arc<AtomicU64>,
+    durable: Arc<AtomicU64>,
     /// Event ids sort by time even within one millisecond.
     ids: Arc<Mutex<ulid::Generator>>,
 }
@@ -87,8 +94,11 @@ impl Store {
             deliveries: db.open_tree("deliveries")?,
             sub_deliveries: db.open_tree("sub_deliveries")?,
             lanes: db.open_tree("lanes")?,
+            lane_sizes: db.open_tree("lane_sizes")?,
             due: db.open_tree("due")?,
             subs: Arc::default(),
+            queued: Arc::default(),
+            durable: Arc::default(),
             ids: Arc::new(Mutex::new(ulid::Generator::new())),
             db,
         };
@@ -100,6 +110,23 @@ impl Store {
     /// (group commit), so callers share it rather than flushing per change.
     pub async fn flush(&self) -> Result<()> {
         self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Record that deliveries were queued (call after the commit).
+    pub(crate) fn note_queued(&self) {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Make sure every queued delivery's commit is on disk, flushing only if
+    /// something was queued since the last flush.
+    pub async fn ensure_durable(&self) -> Result<()> {
+        let target = self.queued.load(Ordering::SeqCst);
+        if self.durable.load(Ordering::SeqCst) >= target {
+            return Ok(());
+        }
+        self.flush().await?;
+        self.durable.fetch_max(target, Ordering::SeqCst);
         Ok(())
     }
 

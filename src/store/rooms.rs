@@ -140,14 +140,16 @@ impl Store {
             &self.deliveries,
             &self.sub_deliveries,
             &self.lanes,
+            &self.lane_sizes,
             &self.due,
         );
         let outcome = trees.transaction(
-            |(rooms, events, room_events, deliveries, sub_deliveries, lanes, due)| {
+            |(rooms, events, room_events, deliveries, sub_deliveries, lanes, lane_sizes, due)| {
                 let outbox = Outbox {
                     deliveries,
                     sub_deliveries,
                     lanes,
+                    lane_sizes,
                     due,
                 };
                 let Some(bytes) = rooms.get(key)? else {
@@ -193,7 +195,12 @@ impl Store {
                 Ok(PollCommit::Changed(stored))
             },
         );
-        outcome.map_err(|e: sled::transaction::TransactionError<StoreError>| e.into())
+        let outcome = outcome
+            .map_err(|e: sled::transaction::TransactionError<StoreError>| StoreError::from(e))?;
+        if matches!(outcome, PollCommit::Changed(_)) {
+            self.note_queued();
+        }
+        Ok(outcome)
     }
 }
 
