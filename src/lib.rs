@@ -13,6 +13,7 @@
 //! - `room`: room ids and snapshots in the upstream's shape
 //! - `event`: event types and the stored event / webhook body
 //! - `delivery`: the webhook engine: attempts, retries, order per room
+//! - `demo`: the one-command demo (simulated upstream, relay, verifying receiver)
 //! - `diff`: the pure diff from two snapshots to events
 //! - `upstream`: the Room Status client and its typed failures
 //! - `retry_after`: parsing `Retry-After`
@@ -25,6 +26,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod delivery;
+pub mod demo;
 pub mod diff;
 pub mod event;
 pub mod mock;

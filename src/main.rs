@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use verriflo_relay::config::{parse_duration, Config, ConfigError, Sources};
-use verriflo_relay::{app, mock, shutdown, telemetry};
+use verriflo_relay::{app, demo, mock, shutdown, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +25,20 @@ struct Cli {
 enum Command {
     /// The service: poller, delivery workers and admin API.
     Serve,
+    /// Everything on one machine with no account: a simulated upstream whose
+    /// classes run on their own, the relay, and a receiver that verifies and
+    /// prints each webhook.
+    Demo {
+        /// Keep the data here instead of a temporary directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Admin API address (any free port if this one is taken).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// How often the simulated classes change.
+        #[arg(long, default_value = "700ms", value_parser = parse_duration)]
+        tick: std::time::Duration,
+    },
     /// Only the simulated Verriflo upstream.
     MockUpstream {
         /// Address to listen on.
@@ -59,7 +73,7 @@ fn main() -> ExitCode {
             if let Err(e) = config.require_serve() {
                 return config_error(e);
             }
-            telemetry::init(config.log_format);
+            telemetry::init(config.log_format, "info");
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(config.listen)
                     .await
@@ -69,13 +83,26 @@ fn main() -> ExitCode {
                 app::run(config, listener, shutdown::signal()).await
             })
         }
+        Command::Demo {
+            data_dir,
+            listen,
+            tick,
+        } => {
+            telemetry::init(config.log_format, "warn");
+            let opts = demo::DemoOptions {
+                data_dir,
+                listen,
+                tick,
+            };
+            runtime.block_on(demo::run(opts, shutdown::signal()))
+        }
         Command::MockUpstream {
             listen,
             org_id,
             scenario_rooms,
             tick,
         } => {
-            telemetry::init(config.log_format);
+            telemetry::init(config.log_format, "info");
             runtime.block_on(run_mock(listen, org_id, scenario_rooms, tick))
         }
     };

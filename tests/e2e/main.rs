@@ -4,6 +4,7 @@
 mod api_input;
 mod crash;
 mod delivery;
+mod demo;
 mod faults;
 mod receiver;
 mod rooms;
