@@ -8,6 +8,7 @@
 //! - `shutdown`: SIGTERM / Ctrl-C
 //! - `signing`: Standard Webhooks signer and verifier
 //! - `ssrf`: refusing private webhook targets, at check time and at connect time
+//! - `cli`: the admin command line (rooms, subs, events) over the admin API
 //! - `config`: settings from a TOML file and the environment, typed and validated
 //! - `secret`: newtypes for the org id and admin token that never print
 //! - `room`: room ids and snapshots in the upstream's shape
@@ -24,6 +25,7 @@
 
 pub mod api;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod demo;

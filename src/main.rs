@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use verriflo_relay::cli::{self, Admin, Target};
 use verriflo_relay::config::{parse_duration, Config, ConfigError, Sources};
 use verriflo_relay::{app, demo, mock, shutdown, telemetry};
 
@@ -17,6 +18,9 @@ struct Cli {
     /// A TOML file of settings; the environment overrides it.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Where the admin commands find the relay, and how they print.
+    #[command(flatten)]
+    target: Target,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,6 +58,8 @@ enum Command {
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         tick: std::time::Duration,
     },
+    #[command(flatten)]
+    Admin(Admin),
 }
 
 fn config_error(e: ConfigError) -> ExitCode {
@@ -61,15 +67,19 @@ fn config_error(e: ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
+fn load(file: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+    Sources::load(file).and_then(|s| Config::from_sources(&s))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Sources::load(cli.config.as_deref()).and_then(|s| Config::from_sources(&s)) {
-        Ok(c) => c,
-        Err(e) => return config_error(e),
-    };
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     let result = match cli.command {
         Command::Serve => {
+            let config = match load(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return config_error(e),
+            };
             if let Err(e) = config.require_serve() {
                 return config_error(e);
             }
@@ -88,7 +98,7 @@ fn main() -> ExitCode {
             listen,
             tick,
         } => {
-            telemetry::init(config.log_format, "warn");
+            telemetry::init(verriflo_relay::config::LogFormat::Pretty, "warn");
             let opts = demo::DemoOptions {
                 data_dir,
                 listen,
@@ -102,8 +112,17 @@ fn main() -> ExitCode {
             scenario_rooms,
             tick,
         } => {
-            telemetry::init(config.log_format, "info");
+            telemetry::init(verriflo_relay::config::LogFormat::Pretty, "info");
             runtime.block_on(run_mock(listen, org_id, scenario_rooms, tick))
+        }
+        Command::Admin(cmd) => {
+            return match runtime.block_on(cli::run(&cli.target, cmd)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("verriflo-relay: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
     };
     match result {

@@ -2,6 +2,7 @@
 //! receivers, all on port 0.
 
 mod api_input;
+mod cli;
 mod crash;
 mod delivery;
 mod demo;
