@@ -58,6 +58,8 @@ enum Command {
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         tick: std::time::Duration,
     },
+    /// Exit 0 when the relay's /healthz answers (for container health checks).
+    Healthcheck,
     #[command(flatten)]
     Admin(Admin),
 }
@@ -114,6 +116,27 @@ fn main() -> ExitCode {
         } => {
             telemetry::init(verriflo_relay::config::LogFormat::Pretty, "info");
             runtime.block_on(run_mock(listen, org_id, scenario_rooms, tick))
+        }
+        Command::Healthcheck => {
+            let url = format!("{}/healthz", cli.target.url.trim_end_matches('/'));
+            let ok = runtime.block_on(async {
+                let client = reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(3))
+                    .build();
+                match client {
+                    Ok(c) => c
+                        .get(&url)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success()),
+                    Err(_) => false,
+                }
+            });
+            return if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
         }
         Command::Admin(cmd) => {
             return match runtime.block_on(cli::run(&cli.target, cmd)) {

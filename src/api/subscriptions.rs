@@ -25,6 +25,10 @@ pub struct CreateBody {
     rooms: Option<Vec<String>>,
     #[serde(default)]
     description: Option<String>,
+    /// Bring your own `whsec_` secret (e.g. from a deployment's secret
+    /// store); one is generated when absent.
+    #[serde(default)]
+    secret: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -109,6 +113,14 @@ pub async fn create(
     let events = check_events(body.events)?;
     let rooms = check_rooms(body.rooms)?;
     let description = check_description(body.description)?;
+    let own_secret = body
+        .secret
+        .map(|s| {
+            crate::signing::Secret::parse(&s)
+                .map(|parsed| parsed.expose())
+                .map_err(|e| ApiError::Validation(format!("secret: {e}")))
+        })
+        .transpose()?;
     let url = check_url(&state, &body.url).await?;
     if state.store.subscription_count() >= state.limits.max_subscriptions {
         return Err(ApiError::Conflict(format!(
@@ -117,7 +129,10 @@ pub async fn create(
         )));
     }
     let id = format!("sub_{}", state.store.next_ulid());
-    let sub = Subscription::new(id, url, events, rooms, description, Utc::now());
+    let mut sub = Subscription::new(id, url, events, rooms, description, Utc::now());
+    if let Some(secret) = own_secret {
+        sub.secrets[0].secret = secret;
+    }
     watch_rooms(&state, &sub.rooms)?;
     state.store.insert_subscription(&sub)?;
     let mut data = sub.view();

@@ -57,6 +57,9 @@ pub enum SubsCmd {
         rooms: Vec<String>,
         #[arg(long)]
         description: Option<String>,
+        /// Use this whsec_ secret instead of a generated one.
+        #[arg(long)]
+        secret: Option<String>,
     },
     /// One subscription (without its secret).
     Show { id: String },
@@ -190,8 +193,9 @@ async fn subs(c: &Client, cmd: SubsCmd) -> Result<(Value, Show), CliError> {
             events,
             rooms,
             description,
+            secret,
         } => {
-            let body = json!({"url": endpoint, "events": events, "rooms": rooms, "description": description});
+            let body = json!({"url": endpoint, "events": events, "rooms": rooms, "description": description, "secret": secret});
             (
                 c.call(Method::POST, "/v1/subscriptions", Some(body))
                     .await?,

@@ -383,7 +383,10 @@ async fn after_rotation_both_secrets_sign() {
     let up = spawn_upstream().await;
     let app = TestApp::spawn(&up).await;
     let rx = Receiver::spawn().await;
-    let (sub, old) = app.subscribe(json!({"url": rx.url})).await;
+    // A secret of one's own (from a deployment's secret store) is accepted.
+    let own = Secret::generate().expose();
+    let (sub, old) = app.subscribe(json!({"url": rx.url, "secret": own})).await;
+    assert_eq!(old, own);
     let (status, body) = app.get(&format!("/v1/subscriptions/{sub}/secret")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"]["secret"], old.as_str());
@@ -537,6 +540,11 @@ async fn bad_subscription_input_is_refused_and_changes_nothing() {
         ),
         (
             b"{\"url\": \"http://127.0.0.1/h\", \"rooms\": [\"\"]}".to_vec(),
+            "application/json",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            b"{\"url\": \"http://127.0.0.1/h\", \"secret\": \"hunter2\"}".to_vec(),
             "application/json",
             StatusCode::BAD_REQUEST,
         ),

@@ -10,3 +10,4 @@ mod faults;
 mod receiver;
 mod rooms;
 mod support;
+mod xlang;
