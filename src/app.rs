@@ -3,7 +3,9 @@
 use crate::api::{self, AppState, Limits};
 use crate::config::Config;
 use crate::delivery::{Engine, Sender};
+use crate::metrics::Metrics;
 use crate::poller::{PollSettings, Poller};
+use crate::retention;
 use crate::room::RoomId;
 use crate::store::Store;
 use crate::upstream::UpstreamClient;
@@ -38,6 +40,7 @@ pub async fn run(
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let wake = Arc::new(Notify::new());
+    let metrics = Arc::new(Metrics::default());
     let poller = Poller::new(
         client,
         store.clone(),
@@ -49,6 +52,7 @@ pub async fn run(
             initial_events: config.initial_events,
         },
         wake.clone(),
+        metrics.clone(),
         cancel.clone(),
         tracker.clone(),
     );
@@ -63,8 +67,14 @@ pub async fn run(
         config.retry_schedule.clone(),
         config.delivery_concurrency,
         wake.clone(),
+        metrics.clone(),
     );
     tracker.spawn(engine.run(cancel.clone(), tracker.clone()));
+    tracker.spawn(retention::run(
+        store.clone(),
+        config.retention,
+        cancel.clone(),
+    ));
     let router = api::router(AppState {
         store: store.clone(),
         poller,
@@ -74,7 +84,12 @@ pub async fn run(
         wake,
         limits: Limits {
             max_subscriptions: config.max_subscriptions,
+            max_rooms: config.max_rooms,
+            max_body: config.max_body,
+            request_timeout: config.request_timeout,
+            ready_max_backlog: config.ready_max_backlog,
         },
+        metrics,
     });
     info!(
         listen = %listener.local_addr()?,

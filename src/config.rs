@@ -58,6 +58,15 @@ pub struct Config {
     /// How long shutdown waits for work in flight.
     pub shutdown_grace: Duration,
     pub max_subscriptions: usize,
+    pub max_rooms: usize,
+    /// Largest admin request body, in bytes.
+    pub max_body: usize,
+    /// How long one admin request may take.
+    pub request_timeout: Duration,
+    /// Events and finished deliveries older than this are pruned.
+    pub retention: Duration,
+    /// Pending deliveries past which `/readyz` fails.
+    pub ready_max_backlog: u64,
 }
 
 /// `(environment name, TOML key)` of every setting; the environment wins.
@@ -82,6 +91,11 @@ const SETTINGS: &[(&str, &str)] = &[
     ("RELAY_UPSTREAM_TIMEOUT", "upstream_timeout"),
     ("RELAY_SHUTDOWN_GRACE", "shutdown_grace"),
     ("RELAY_MAX_SUBSCRIPTIONS", "max_subscriptions"),
+    ("RELAY_MAX_ROOMS", "max_rooms"),
+    ("RELAY_MAX_BODY", "max_body"),
+    ("RELAY_REQUEST_TIMEOUT", "request_timeout"),
+    ("RELAY_RETENTION", "retention"),
+    ("RELAY_READY_MAX_BACKLOG", "ready_max_backlog"),
 ];
 
 pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,14h,20h,24h";
@@ -269,6 +283,26 @@ impl Config {
         )?;
         let shutdown_grace = typed(s, "RELAY_SHUTDOWN_GRACE", "10s", parse_duration)?;
         let max_subscriptions = typed(s, "RELAY_MAX_SUBSCRIPTIONS", "1000", count)?;
+        let max_rooms = typed(s, "RELAY_MAX_ROOMS", "50000", count)?;
+        let max_body = typed(s, "RELAY_MAX_BODY", "65536", count)?.max(1024);
+        let request_timeout = positive(
+            "RELAY_REQUEST_TIMEOUT",
+            typed(s, "RELAY_REQUEST_TIMEOUT", "30s", parse_duration)?,
+        )?;
+        let retention = positive(
+            "RELAY_RETENTION",
+            typed(s, "RELAY_RETENTION", "30days", parse_duration)?,
+        )?;
+        let ready_max_backlog = typed(s, "RELAY_READY_MAX_BACKLOG", "100000", count)? as u64;
+        if rooms.len() > max_rooms {
+            return Err(err(
+                "RELAY_ROOMS",
+                format!(
+                    "lists {} rooms, more than RELAY_MAX_ROOMS ({max_rooms})",
+                    rooms.len()
+                ),
+            ));
+        }
         Ok(Config {
             org_id,
             api_url,
@@ -290,6 +324,11 @@ impl Config {
             upstream_timeout,
             shutdown_grace,
             max_subscriptions,
+            max_rooms,
+            max_body,
+            request_timeout,
+            retention,
+            ready_max_backlog,
         })
     }
 

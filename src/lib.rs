@@ -11,6 +11,7 @@
 //! - `cli`: the admin command line (rooms, subs, events) over the admin API
 //! - `config`: settings from a TOML file and the environment, typed and validated
 //! - `secret`: newtypes for the org id and admin token that never print
+//! - `retention`: background pruning of old events and finished deliveries
 //! - `room`: room ids and snapshots in the upstream's shape
 //! - `event`: event types and the stored event / webhook body
 //! - `delivery`: the webhook engine: attempts, retries, order per room
@@ -21,6 +22,7 @@
 //! - `subscription`: subscriptions, their filters and secrets
 //! - `store`: the sled store (rooms, snapshots, events, subscriptions, the delivery outbox)
 //! - `poller`: per-room polling loops around `poll_once`, backoff and upstream limits
+//! - `metrics`: Prometheus counters, histograms and scrape-time gauges
 //! - `mock`: the simulated upstream, scriptable, with a self-running scenario
 
 pub mod api;
@@ -31,8 +33,10 @@ pub mod delivery;
 pub mod demo;
 pub mod diff;
 pub mod event;
+pub mod metrics;
 pub mod mock;
 pub mod poller;
+pub mod retention;
 pub mod retry_after;
 pub mod room;
 pub mod secret;

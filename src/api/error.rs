@@ -32,6 +32,10 @@ pub enum ApiError {
     Unprocessable { code: &'static str, message: String },
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("{0}")]
+    LimitReached(String),
+    #[error("the request took too long")]
+    Timeout,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -56,6 +60,8 @@ impl ApiError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::LimitReached(_) => (StatusCode::CONFLICT, "limit_reached"),
+            Self::Timeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }

@@ -12,15 +12,23 @@ pub async fn healthz() -> Response {
     Json(json!({"success": true, "message": "up", "data": {"status": "up"}})).into_response()
 }
 
-/// Ready when the store answers and the upstream did not reject our org id.
+/// Ready when the store answers, the upstream did not reject our org id, and
+/// the delivery backlog is under its threshold.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let mut reasons = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
     if !state.store.is_open() {
-        reasons.push("store is not readable");
+        reasons.push("store is not readable".into());
     }
     let auth = state.poller.auth();
     if auth == Auth::Rejected {
-        reasons.push("upstream rejects the organization id (401): check VERRIFLO_ORG_ID");
+        reasons.push("upstream rejects the organization id (401): check VERRIFLO_ORG_ID".into());
+    }
+    let pending = state.store.pending_stats().map(|(n, _)| n).unwrap_or(0);
+    if pending > state.limits.ready_max_backlog {
+        reasons.push(format!(
+            "delivery backlog of {pending} is past RELAY_READY_MAX_BACKLOG ({})",
+            state.limits.ready_max_backlog
+        ));
     }
     let upstream = match auth {
         Auth::Unknown => "unknown",
@@ -28,13 +36,53 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Auth::Rejected => "rejected",
     };
     if reasons.is_empty() {
-        let body = json!({"success": true, "message": "ready", "data": {"store": "ok", "upstream": upstream}});
+        let body = json!({"success": true, "message": "ready", "data": {"store": "ok", "upstream": upstream, "pendingDeliveries": pending}});
         return Json(body).into_response();
     }
     let body = json!({
         "success": false,
         "message": reasons.join("; "),
-        "error": {"code": "not_ready", "details": {"upstream": upstream}},
+        "error": {"code": "not_ready", "details": {"upstream": upstream, "pendingDeliveries": pending}},
     });
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text, with the gauges read at scrape time.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    use crate::metrics::State as Label;
+    use crate::poller::Health;
+    let m = &state.metrics;
+    let counts = state.poller.health_counts();
+    for h in [
+        Health::Ok,
+        Health::Failing,
+        Health::Unauthorized,
+        Health::Invalid,
+    ] {
+        let n = counts.get(&h).copied().unwrap_or(0);
+        m.rooms
+            .get_or_create(&Label { state: h.as_str() })
+            .set(n as i64);
+    }
+    let subs = state.store.subscriptions();
+    let enabled = subs.iter().filter(|s| s.enabled).count() as i64;
+    m.subscriptions
+        .get_or_create(&Label { state: "enabled" })
+        .set(enabled);
+    m.subscriptions
+        .get_or_create(&Label { state: "disabled" })
+        .set(subs.len() as i64 - enabled);
+    if let Ok((pending, oldest)) = state.store.pending_stats() {
+        m.pending.set(pending as i64);
+        let age = oldest.map_or(0, |t| (chrono::Utc::now() - t).num_seconds().max(0));
+        m.oldest_pending_seconds.set(age);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.render(),
+    )
+        .into_response()
 }

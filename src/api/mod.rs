@@ -19,10 +19,6 @@ use error::ApiError;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use tower_http::timeout::TimeoutLayer;
-
-/// Largest request body accepted.
-pub const MAX_BODY: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -34,12 +30,17 @@ pub struct AppState {
     /// Wakes the delivery engine after the API queued something.
     pub wake: Arc<Notify>,
     pub limits: Limits,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Caps on what the API accepts.
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub max_subscriptions: usize,
+    pub max_rooms: usize,
+    pub max_body: usize,
+    pub request_timeout: Duration,
+    pub ready_max_backlog: u64,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -81,14 +82,25 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/room/{room_id}/status", get(rooms::drop_in_status))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
+        .layer(DefaultBodyLimit::max(state.limits.max_body))
+        .layer(from_fn_with_state(state.clone(), request_timeout))
         .with_state(state)
+}
+
+/// Answer 408 in the envelope when a request takes longer than allowed.
+async fn request_timeout(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(state.limits.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout.into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {

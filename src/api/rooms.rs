@@ -15,6 +15,17 @@ pub fn parse_room(raw: String) -> Result<RoomId, ApiError> {
     RoomId::parse(raw).map_err(|e| ApiError::Validation(format!("invalid room id: {e}")))
 }
 
+/// Refuse to watch `new` more rooms past `RELAY_MAX_ROOMS`.
+pub fn check_room_limit(state: &AppState, new: usize) -> Result<(), ApiError> {
+    let max = state.limits.max_rooms;
+    if new > 0 && state.poller.watched_count() + new > max {
+        return Err(ApiError::LimitReached(format!(
+            "at most {max} watched rooms (RELAY_MAX_ROOMS)"
+        )));
+    }
+    Ok(())
+}
+
 fn view(state: &AppState, r: &RoomRecord) -> Value {
     let rt = state.poller.runtime(&r.room_id);
     json!({
@@ -43,6 +54,9 @@ pub async fn put_room(
     ApiPath(raw): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let room = parse_room(raw)?;
+    if !state.poller.is_watched(&room) {
+        check_room_limit(&state, 1)?;
+    }
     let created = state.poller.watch(&room)?;
     let record = watched(&state, &room)?;
     let (status, message) = if created {

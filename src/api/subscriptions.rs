@@ -91,10 +91,17 @@ fn check_description(d: Option<String>) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// Rooms named by a subscription are watched.
+/// Rooms named by a subscription are watched (within the room limit, checked
+/// for all of them before any is watched).
 fn watch_rooms(state: &AppState, rooms: &[String]) -> Result<(), ApiError> {
-    for r in rooms {
-        state.poller.watch(&super::rooms::parse_room(r.clone())?)?;
+    let ids = rooms
+        .iter()
+        .map(|r| super::rooms::parse_room(r.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let new = ids.iter().filter(|r| !state.poller.is_watched(r)).count();
+    super::rooms::check_room_limit(state, new)?;
+    for room in &ids {
+        state.poller.watch(room)?;
     }
     Ok(())
 }

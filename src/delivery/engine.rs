@@ -24,6 +24,7 @@ pub struct Engine {
     concurrency: usize,
     /// Woken when deliveries may have become due (new events, API actions).
     wake: Arc<Notify>,
+    pub(super) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A delivery lane: (subscription id, room id).
@@ -44,8 +45,10 @@ impl Engine {
         schedule: Vec<Duration>,
         concurrency: usize,
         wake: Arc<Notify>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         Self {
+            metrics,
             store,
             sender,
             schedule: Arc::new(schedule),

@@ -36,10 +36,36 @@ impl Engine {
         let store = &self.store;
         let delivery = store.delivery_at(key).ok()??;
         let sub = store.subscription(&delivery.subscription_id)?;
-        let event = store.event(&delivery.event_id).ok()??;
+        let Some(event) = store.event(&delivery.event_id).ok()? else {
+            // Pruned by retention while the delivery waited: say so, don't hang.
+            let attempt = Attempt {
+                at: Utc::now(),
+                status_code: None,
+                error: Some("the event is no longer stored (retention)".into()),
+                duration_ms: 0,
+                response: None,
+            };
+            return Some(Attempted {
+                key: *key,
+                lane: delivery.lane().to_string(),
+                subscription_id: delivery.subscription_id,
+                event_id: delivery.event_id,
+                attempt,
+                outcome: AttemptOutcome::Failure { retry_after: None },
+                verdict: Verdict::Failed,
+            });
+        };
         let (attempt, outcome) = self.sender.send(&sub, &event, Utc::now()).await;
         let n = delivery.attempts.len() - delivery.schedule_start.min(delivery.attempts.len()) + 1;
         let verdict = verdict(&outcome, n, &self.schedule, Utc::now(), rand::random());
+        let label = match (&outcome, &verdict) {
+            (AttemptOutcome::Success, _) => "succeeded",
+            (AttemptOutcome::Gone, _) => "gone",
+            (_, Verdict::Failed) => "failed",
+            _ => "retrying",
+        };
+        self.metrics
+            .delivery(label, std::time::Duration::from_millis(attempt.duration_ms));
         match (&outcome, &verdict) {
             (AttemptOutcome::Success, _) => {
                 info!(subscription = %sub.id, event = %event.id, status = ?attempt.status_code, ms = attempt.duration_ms, "delivered")

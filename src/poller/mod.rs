@@ -6,6 +6,7 @@ pub mod schedule;
 
 pub use limits::{Auth, AuthGate};
 
+use crate::metrics::{Kind, Metrics};
 use crate::room::RoomId;
 use crate::store::{PollCommit, Store};
 use crate::upstream::{PollError, UpstreamClient};
@@ -22,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, instrument, warn};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     Ok,
@@ -63,6 +64,31 @@ pub enum PollOutcome {
     StoreFailed,
 }
 
+impl PollOutcome {
+    /// A bounded label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Unchanged => "unchanged",
+            Self::Baseline => "baseline",
+            Self::Changed(_) => "changed",
+            Self::NotWatched => "not_watched",
+            Self::StoreFailed => "store_failed",
+            Self::Failed(e) => e.label(),
+        }
+    }
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failing => "failing",
+            Self::Unauthorized => "unauthorized",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct PollSettings {
     pub interval: Duration,
@@ -90,6 +116,7 @@ struct Inner {
     next_slot: AtomicU64,
     /// Woken whenever events were stored (the delivery engine listens).
     events_stored: Arc<Notify>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -100,6 +127,7 @@ impl Poller {
         store: Store,
         settings: PollSettings,
         events_stored: Arc<Notify>,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> Self {
@@ -116,6 +144,7 @@ impl Poller {
                 auth: AuthGate::default(),
                 next_slot: AtomicU64::new(0),
                 events_stored,
+                metrics,
                 shutdown,
                 tracker,
             }),
@@ -164,6 +193,14 @@ impl Poller {
             rt.health = Health::Unauthorized;
         }
         rt
+    }
+
+    pub fn is_watched(&self, room: &RoomId) -> bool {
+        self.inner.tasks.lock().unwrap().contains_key(room.as_str())
+    }
+
+    pub fn watched_count(&self) -> usize {
+        self.inner.tasks.lock().unwrap().len()
     }
 
     pub fn auth(&self) -> Auth {
@@ -266,7 +303,9 @@ impl Poller {
     /// Poll one room once: fetch, diff against the snapshot, store.
     #[instrument(skip(self), fields(room = %room))]
     pub async fn poll_once(&self, room: &RoomId) -> PollOutcome {
+        let started = std::time::Instant::now();
         let result = self.inner.client.fetch(room).await;
+        let took = started.elapsed();
         let now = Utc::now();
         let outcome = match result {
             Ok(status) => {
@@ -285,6 +324,10 @@ impl Poller {
                     Ok(PollCommit::Changed(events)) => {
                         for e in &events {
                             info!(event_id = %e.id, kind = %e.kind, sequence = e.sequence(), "event");
+                            let kind = Kind {
+                                r#type: e.kind.as_str(),
+                            };
+                            self.inner.metrics.events.get_or_create(&kind).inc();
                         }
                         self.inner.events_stored.notify_one();
                         PollOutcome::Changed(events.len())
@@ -313,7 +356,18 @@ impl Poller {
             }
         };
         self.record_runtime(room, now, &outcome);
+        self.inner.metrics.poll(outcome.label(), took);
         outcome
+    }
+
+    /// Watched rooms by health, for `/metrics`.
+    pub fn health_counts(&self) -> HashMap<Health, u64> {
+        let rooms: Vec<String> = self.inner.tasks.lock().unwrap().keys().cloned().collect();
+        let mut counts = HashMap::new();
+        for r in rooms {
+            *counts.entry(self.runtime(&r).health).or_insert(0) += 1;
+        }
+        counts
     }
 
     fn record_runtime(&self, room: &RoomId, now: DateTime<Utc>, outcome: &PollOutcome) {

@@ -384,6 +384,27 @@ impl Store {
         .inspect(|_| self.note_queued())
     }
 
+    /// Pending deliveries (every one waits in a lane) and when the oldest of
+    /// them was queued. One pass over the lanes: cost grows with the backlog,
+    /// not with history.
+    pub fn pending_stats(&self) -> Result<(u64, Option<DateTime<Utc>>)> {
+        let mut count = 0;
+        let mut oldest: Option<u128> = None;
+        for item in self.lanes.iter() {
+            let (_, v) = item?;
+            count += 1;
+            if let Ok(k) = <[u8; 16]>::try_from(v.as_ref()) {
+                let id = u128::from_be_bytes(k);
+                oldest = Some(oldest.map_or(id, |o| o.min(id)));
+            }
+        }
+        let when = oldest.and_then(|id| {
+            let ms = ulid::Ulid::from(id).timestamp_ms();
+            DateTime::<Utc>::from_timestamp_millis(ms as i64)
+        });
+        Ok((count, when))
+    }
+
     /// A subscription's deliveries, newest first, before the cursor.
     pub fn list_deliveries(
         &self,

@@ -3,6 +3,7 @@
 mod deliveries;
 mod events;
 mod keys;
+mod retention;
 mod rooms;
 mod subscriptions;
 
