@@ -35,12 +35,8 @@ pub async fn prune_once(
             None => break,
         }
     }
-    let event_cutoff = match store.pending_stats()?.1 {
-        Some(oldest) => cutoff.min(oldest),
-        None => cutoff,
-    };
     loop {
-        let n = store.prune_events(event_cutoff, BATCH)?;
+        let n = store.prune_events(cutoff, BATCH)?;
         pruned.events += n;
         tokio::task::yield_now().await;
         if n < BATCH {

@@ -86,18 +86,21 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.max_body))
-        .layer(from_fn_with_state(state.clone(), request_timeout))
+        .layer(axum::middleware::from_fn({
+            let limit = state.limits.request_timeout;
+            move |req, next| request_timeout(limit, req, next)
+        }))
         .with_state(state)
 }
 
-/// Answer 408 in the envelope when a request takes longer than allowed.
+/// Answer 408 in the envelope when a request takes longer than `limit`.
 async fn request_timeout(
-    axum::extract::State(state): axum::extract::State<AppState>,
+    limit: Duration,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match tokio::time::timeout(state.limits.request_timeout, next.run(request)).await {
+    match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout.into_response(),
     }
@@ -109,4 +112,40 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_requests_get_408_in_the_envelope() {
+        let limit = Duration::from_secs(1);
+        let app: Router = Router::new()
+            .route(
+                "/slow",
+                get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }),
+            )
+            .route("/fast", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(move |req, next| {
+                request_timeout(limit, req, next)
+            }));
+        let slow = app
+            .clone()
+            .oneshot(Request::get("/slow").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(slow.status(), StatusCode::REQUEST_TIMEOUT);
+        let body = axum::body::to_bytes(slow.into_body(), 1024).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "request_timeout");
+        let fast = app
+            .oneshot(Request::get("/fast").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(fast.status(), StatusCode::OK);
+    }
 }

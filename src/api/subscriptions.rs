@@ -130,8 +130,8 @@ pub async fn create(
         .transpose()?;
     let url = check_url(&state, &body.url).await?;
     if state.store.subscription_count() >= state.limits.max_subscriptions {
-        return Err(ApiError::Conflict(format!(
-            "at most {} subscriptions",
+        return Err(ApiError::LimitReached(format!(
+            "at most {} subscriptions (RELAY_MAX_SUBSCRIPTIONS)",
             state.limits.max_subscriptions
         )));
     }

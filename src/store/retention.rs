@@ -13,10 +13,28 @@ fn ulid_floor(t: DateTime<Utc>) -> [u8; 16] {
 }
 
 impl Store {
-    /// Remove up to `batch` events stored before `cutoff`; returns how many.
+    /// The smallest event key a pending delivery waits on (lane keys end
+    /// with it, so no delivery record is read).
+    fn oldest_pending_event(&self) -> Result<Option<[u8; 16]>> {
+        let mut oldest: Option<[u8; 16]> = None;
+        for item in self.lanes.iter() {
+            let (k, _) = item?;
+            if let Ok(ek) = <[u8; 16]>::try_from(&k[k.len().saturating_sub(16)..]) {
+                oldest = Some(oldest.map_or(ek, |o| o.min(ek)));
+            }
+        }
+        Ok(oldest)
+    }
+
+    /// Remove up to `batch` events stored before `cutoff`, keeping every
+    /// event that a pending delivery still needs; returns how many went.
     pub fn prune_events(&self, cutoff: DateTime<Utc>, batch: usize) -> Result<usize> {
+        let mut end = ulid_floor(cutoff);
+        if let Some(needed) = self.oldest_pending_event()? {
+            end = end.min(needed);
+        }
         let mut removed = 0;
-        for item in self.events.range(..ulid_floor(cutoff)).take(batch) {
+        for item in self.events.range(..end).take(batch) {
             let (k, v) = item?;
             let event: Event = decode("events", &v)?;
             if let (Some(room), Some(seq)) = (event.room_id(), event.sequence()) {

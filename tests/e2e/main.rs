@@ -7,6 +7,8 @@ mod crash;
 mod delivery;
 mod demo;
 mod faults;
+mod logs;
+mod operations;
 mod receiver;
 mod rooms;
 mod support;
