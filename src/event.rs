@@ -6,7 +6,19 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Every event type, in SPEC's order within one poll (closing, opening, counts).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum EventType {
     #[serde(rename = "recording.stopped")]
     RecordingStopped,
@@ -83,13 +95,16 @@ pub struct RoomChange {
 }
 
 /// A stored event. The webhook body is exactly this without `id`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: String,
     #[serde(rename = "type")]
     pub kind: EventType,
     /// When the change was seen (RFC 3339).
     pub timestamp: DateTime<Utc>,
+    /// For room events: `roomId`, `sequence`, `previous`, `current`,
+    /// `changes` and, when deduced, `inferred`.
+    #[schema(value_type = Object)]
     pub data: serde_json::Value,
 }
 

@@ -69,7 +69,7 @@ impl fmt::Debug for RoomId {
 
 /// One answer of the upstream, in its own `data` shape. Fields other than
 /// `exists`, `isActive` and `roomId` are absent when the room does not exist.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomStatus {
     pub exists: bool,

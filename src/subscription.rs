@@ -4,7 +4,6 @@ use crate::event::{Event, EventType};
 use crate::signing::Secret;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 /// How long a replaced secret keeps signing beside the new one.
 pub const ROTATION_OVERLAP: ChronoDuration = ChronoDuration::hours(24);
@@ -112,20 +111,40 @@ impl Subscription {
     }
 
     /// The public view: everything but the secret.
-    pub fn view(&self) -> Value {
-        json!({
-            "id": self.id,
-            "url": self.url,
-            "events": self.events,
-            "rooms": self.rooms,
-            "description": self.description,
-            "enabled": self.enabled,
-            "disabledReason": self.disabled_reason,
-            "createdAt": self.created_at,
-            "updatedAt": self.updated_at,
-            "failingSince": self.failing_since,
-        })
+    pub fn view(&self) -> SubscriptionView {
+        SubscriptionView {
+            id: self.id.clone(),
+            url: self.url.clone(),
+            events: self.events.clone(),
+            rooms: self.rooms.clone(),
+            description: self.description.clone(),
+            enabled: self.enabled,
+            disabled_reason: self.disabled_reason.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            failing_since: self.failing_since,
+        }
     }
+}
+
+/// A subscription as the API shows it: everything but its secrets.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionView {
+    pub id: String,
+    pub url: String,
+    /// Event types or `prefix.*` patterns; empty means all.
+    pub events: Vec<String>,
+    /// Room ids; empty means every watched room.
+    pub rooms: Vec<String>,
+    pub description: Option<String>,
+    pub enabled: bool,
+    /// Why it was disabled (410 Gone, 5 days of failure, or by hand).
+    pub disabled_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The first failure since the last success.
+    pub failing_since: Option<DateTime<Utc>>,
 }
 
 /// `room.started` matches itself; `room.*` every `room.` type; `*` all.
@@ -183,6 +202,7 @@ pub fn validate_url(text: &str) -> Result<url::Url, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn event(kind: EventType, room: &str) -> Event {
         Event {

@@ -1,7 +1,9 @@
 //! A subscription's deliveries: history, retry by hand, and replay.
 
 use super::error::{ok, ok_value, ApiError, ApiJson, ApiPath, ApiQuery};
+use super::schema::{DeliveryPage, Envelope, ErrorEnvelope, Queued};
 use super::AppState;
+use crate::delivery::Delivery;
 use crate::delivery::DeliveryStatus;
 use crate::store::delivery_key_of;
 use axum::extract::State;
@@ -9,15 +11,21 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// The cursor: deliveries older than this delivery id.
     before: Option<String>,
+    /// 1 to 1000 (default 100).
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/v1/subscriptions/{id}/deliveries", tag = "deliveries",
+    params(("id" = String, Path, description = "Subscription id"), ListQuery),
+    responses((status = 200, description = "Newest first", body = Envelope<DeliveryPage>), (status = 404, body = ErrorEnvelope)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -38,10 +46,14 @@ pub async fn list(
         .list_deliveries(&id, q.before.as_deref(), limit)?;
     Ok(ok_value(
         "Deliveries, newest first",
-        json!({"deliveries": deliveries, "next": next}),
+        DeliveryPage { deliveries, next },
     ))
 }
 
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/deliveries/{delivery_id}/retry", tag = "deliveries",
+    params(("id" = String, Path, description = "Subscription id"), ("delivery_id" = String, Path, description = "Delivery id")),
+    responses((status = 202, body = Envelope<Delivery>), (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "Only a failed delivery can be retried", body = ErrorEnvelope)))]
 pub async fn retry(
     State(state): State<AppState>,
     ApiPath((id, delivery_id)): ApiPath<(String, String)>,
@@ -71,12 +83,16 @@ pub async fn retry(
     Ok(ok(StatusCode::ACCEPTED, "Delivery queued again", d))
 }
 
-#[derive(Deserialize)]
+/// Queue again every stored event since this time that the subscription wants.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayBody {
     since: DateTime<Utc>,
 }
 
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/replay", tag = "deliveries",
+    params(("id" = String, Path, description = "Subscription id")), request_body = ReplayBody,
+    responses((status = 202, body = Envelope<Queued>), (status = 404, body = ErrorEnvelope)))]
 pub async fn replay(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -91,6 +107,6 @@ pub async fn replay(
     Ok(ok(
         StatusCode::ACCEPTED,
         "Events queued again",
-        json!({"queued": queued}),
+        Queued { queued },
     ))
 }

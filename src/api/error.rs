@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Everything a route can answer instead of success. Internal details are
 /// logged, never shown.
@@ -88,7 +88,7 @@ pub fn ok(status: StatusCode, message: &str, data: impl Serialize) -> Response {
     (status, Json(body)).into_response()
 }
 
-pub fn ok_value(message: &str, data: Value) -> Response {
+pub fn ok_value(message: &str, data: impl Serialize) -> Response {
     ok(StatusCode::OK, message, data)
 }
 

@@ -1,26 +1,36 @@
 //! Stored events, paged by cursor.
 
 use super::error::{ok_value, ApiError, ApiPath, ApiQuery};
+use super::schema::{Envelope, ErrorEnvelope, EventPage};
 use super::AppState;
+use crate::event::Event;
 use crate::event::EventType;
 use crate::store::EventFilter;
 use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::IntoParams;
 
 pub const MAX_PAGE: usize = 1000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventQuery {
+    /// Only this room's events.
     room_id: Option<String>,
+    /// Only events of this type.
     #[serde(rename = "type")]
+    #[param(rename = "type")]
     kind: Option<String>,
+    /// The cursor: events after this event id.
     after: Option<String>,
+    /// 1 to 1000 (default 100).
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventQuery),
+    responses((status = 200, description = "Oldest first", body = Envelope<EventPage>)))]
 pub async fn list_events(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<EventQuery>,
@@ -50,10 +60,16 @@ pub async fn list_events(
     let page = state.store.list_events(&filter)?;
     Ok(ok_value(
         "Events",
-        json!({"events": page.events, "next": page.next}),
+        EventPage {
+            events: page.events,
+            next: page.next,
+        },
     ))
 }
 
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events",
+    params(("id" = String, Path, description = "Event id (the webhook-id)")),
+    responses((status = 200, body = Envelope<Event>), (status = 404, body = ErrorEnvelope)))]
 pub async fn get_event(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -62,8 +78,5 @@ pub async fn get_event(
         .store
         .event(&id)?
         .ok_or_else(|| ApiError::NotFound(format!("no event {id:?}")))?;
-    Ok(ok_value(
-        "Event",
-        serde_json::to_value(event).map_err(anyhow::Error::from)?,
-    ))
+    Ok(ok_value("Event", event))
 }

@@ -5,7 +5,9 @@ mod deliveries;
 pub mod error;
 mod events;
 mod health;
+pub mod openapi;
 mod rooms;
+pub mod schema;
 mod subscriptions;
 
 use crate::poller::Poller;
@@ -13,12 +15,15 @@ use crate::secret::{AdminToken, OrgId};
 use crate::store::Store;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use axum::Router;
 use error::ApiError;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -44,45 +49,42 @@ pub struct Limits {
 }
 
 pub fn router(state: AppState) -> Router {
-    let admin = Router::new()
-        .route("/v1/rooms", get(rooms::list_rooms))
-        .route(
-            "/v1/rooms/{room_id}",
-            put(rooms::put_room)
-                .get(rooms::get_room)
-                .delete(rooms::delete_room),
-        )
-        .route("/v1/events", get(events::list_events))
-        .route("/v1/events/{id}", get(events::get_event))
-        .route(
-            "/v1/subscriptions",
-            post(subscriptions::create).get(subscriptions::list),
-        )
-        .route(
-            "/v1/subscriptions/{id}",
-            get(subscriptions::get_one)
-                .patch(subscriptions::patch)
-                .delete(subscriptions::delete),
-        )
-        .route("/v1/subscriptions/{id}/secret", get(subscriptions::secret))
-        .route(
-            "/v1/subscriptions/{id}/rotate-secret",
-            post(subscriptions::rotate),
-        )
-        .route("/v1/subscriptions/{id}/test", post(subscriptions::test))
-        .route("/v1/subscriptions/{id}/deliveries", get(deliveries::list))
-        .route(
-            "/v1/subscriptions/{id}/deliveries/{delivery_id}/retry",
-            post(deliveries::retry),
-        )
-        .route("/v1/subscriptions/{id}/replay", post(deliveries::replay))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_bearer));
+    let (admin, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(rooms::list_rooms))
+        .routes(routes!(
+            rooms::put_room,
+            rooms::get_room,
+            rooms::delete_room
+        ))
+        .routes(routes!(events::list_events))
+        .routes(routes!(events::get_event))
+        .routes(routes!(subscriptions::create, subscriptions::list))
+        .routes(routes!(
+            subscriptions::get_one,
+            subscriptions::patch,
+            subscriptions::delete
+        ))
+        .routes(routes!(subscriptions::secret))
+        .routes(routes!(subscriptions::rotate))
+        .routes(routes!(subscriptions::test))
+        .routes(routes!(deliveries::list))
+        .routes(routes!(deliveries::retry))
+        .routes(routes!(deliveries::replay))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_bearer))
+        .split_for_parts();
+    // The drop-in route authenticates itself (VF-ORG-ID or the bearer token).
+    let (drop_in, drop_in_doc) = OpenApiRouter::new()
+        .routes(routes!(rooms::drop_in_status))
+        .split_for_parts();
+    doc.merge(drop_in_doc);
+    let doc = Arc::new(openapi::finish(doc));
     Router::new()
         .merge(admin)
-        .route("/v1/room/{room_id}/status", get(rooms::drop_in_status))
+        .merge(drop_in)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(move || openapi::serve(doc.clone())))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.max_body))

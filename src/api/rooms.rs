@@ -2,6 +2,7 @@
 
 use super::auth::bearer_ok;
 use super::error::{ok, ok_value, ApiError, ApiPath};
+use super::schema::{Envelope, ErrorEnvelope, RoomRef, RoomView, UpstreamAnswer};
 use super::AppState;
 use crate::room::RoomId;
 use crate::store::RoomRecord;
@@ -9,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::json;
 
 pub fn parse_room(raw: String) -> Result<RoomId, ApiError> {
     RoomId::parse(raw).map_err(|e| ApiError::Validation(format!("invalid room id: {e}")))
@@ -26,19 +27,19 @@ pub fn check_room_limit(state: &AppState, new: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn view(state: &AppState, r: &RoomRecord) -> Value {
+fn view(state: &AppState, r: &RoomRecord) -> RoomView {
     let rt = state.poller.runtime(&r.room_id);
-    json!({
-        "roomId": r.room_id,
-        "watchedSince": r.watched_since,
-        "lastPolledAt": rt.last_polled_at,
-        "lastChangedAt": r.last_changed_at,
-        "health": rt.health,
-        "lastError": rt.last_error,
-        "consecutiveFailures": rt.failures,
-        "sequence": r.sequence,
-        "status": r.snapshot,
-    })
+    RoomView {
+        room_id: r.room_id.clone(),
+        watched_since: r.watched_since,
+        last_polled_at: rt.last_polled_at,
+        last_changed_at: r.last_changed_at,
+        health: rt.health,
+        last_error: rt.last_error,
+        consecutive_failures: rt.failures,
+        sequence: r.sequence,
+        status: r.snapshot.clone(),
+    }
 }
 
 fn watched(state: &AppState, room: &RoomId) -> Result<RoomRecord, ApiError> {
@@ -49,6 +50,10 @@ fn watched(state: &AppState, room: &RoomId) -> Result<RoomRecord, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("room {:?} is not watched", room.as_str())))
 }
 
+#[utoipa::path(put, path = "/v1/rooms/{room_id}", tag = "rooms", params(("room_id" = String, Path, description = "Room id, percent-encoded as one segment")),
+    responses((status = 201, description = "Now watched", body = Envelope<RoomView>),
+        (status = 200, description = "Already watched", body = Envelope<RoomView>),
+        (status = 409, description = "RELAY_MAX_ROOMS reached", body = ErrorEnvelope)))]
 pub async fn put_room(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
@@ -67,6 +72,9 @@ pub async fn put_room(
     Ok(ok(status, message, view(&state, &record)))
 }
 
+#[utoipa::path(delete, path = "/v1/rooms/{room_id}", tag = "rooms", params(("room_id" = String, Path, description = "Room id, percent-encoded as one segment")),
+    responses((status = 200, description = "No longer watched; its events stay", body = Envelope<RoomRef>),
+        (status = 404, body = ErrorEnvelope)))]
 pub async fn delete_room(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
@@ -76,20 +84,26 @@ pub async fn delete_room(
     state.poller.unwatch(&room)?;
     Ok(ok_value(
         "Room no longer watched; its events stay",
-        json!({"roomId": record.room_id}),
+        RoomRef {
+            room_id: record.room_id,
+        },
     ))
 }
 
+#[utoipa::path(get, path = "/v1/rooms", tag = "rooms",
+    responses((status = 200, body = Envelope<Vec<RoomView>>)))]
 pub async fn list_rooms(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let rooms: Vec<Value> = state
+    let rooms: Vec<RoomView> = state
         .store
         .watched_rooms()?
         .iter()
         .map(|r| view(&state, r))
         .collect();
-    Ok(ok_value("Watched rooms", Value::Array(rooms)))
+    Ok(ok_value("Watched rooms", rooms))
 }
 
+#[utoipa::path(get, path = "/v1/rooms/{room_id}", tag = "rooms", params(("room_id" = String, Path, description = "Room id, percent-encoded as one segment")),
+    responses((status = 200, body = Envelope<RoomView>), (status = 404, body = ErrorEnvelope)))]
 pub async fn get_room(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
@@ -106,6 +120,12 @@ fn upstream_error(status: StatusCode, message: &str, code: &str) -> Response {
 }
 
 /// `GET /v1/room/{roomId}/status`: the upstream's answer, from the last snapshot.
+#[utoipa::path(get, path = "/v1/room/{room_id}/status", tag = "rooms", params(("room_id" = String, Path, description = "Room id, percent-encoded as one segment")),
+    description = "Drop-in for the upstream endpoint, served from the last snapshot. Authenticated by `VF-ORG-ID` (or the bearer token).",
+    responses((status = 200, description = "The upstream's own answer", body = UpstreamAnswer),
+        (status = 404, description = "Not watched by this relay", body = ErrorEnvelope),
+        (status = 503, description = "Not polled yet (Retry-After)", body = ErrorEnvelope)),
+    security(("org_id" = []), ("bearer" = [])))]
 pub async fn drop_in_status(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -1,21 +1,26 @@
 //! Subscriptions: create, read, change, delete, secrets, and the test event.
 
 use super::error::{ok, ok_value, ApiError, ApiJson, ApiPath};
+use super::schema::{
+    CreatedSubscription, Envelope, ErrorEnvelope, RotatedSecret, SecretView, SubscriptionRef,
+};
 use super::AppState;
 use crate::event::{Event, EventType};
 use crate::store::event_id;
-use crate::subscription::{validate_pattern, validate_url, Subscription};
+use crate::subscription::{validate_pattern, validate_url, Subscription, SubscriptionView};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
+use utoipa::ToSchema;
 
 const MAX_DESCRIPTION: usize = 500;
 const MAX_FILTERS: usize = 1000;
 
-#[derive(Deserialize)]
+/// A new subscription.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     url: String,
@@ -31,7 +36,8 @@ pub struct CreateBody {
     secret: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// Any of these fields; absent ones stay as they are.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchBody {
     url: Option<String>,
@@ -113,6 +119,13 @@ fn find(state: &AppState, id: &str) -> Result<Subscription, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))
 }
 
+#[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created; the secret is shown here", body = Envelope<CreatedSubscription>),
+        (status = 409, description = "RELAY_MAX_SUBSCRIPTIONS or RELAY_MAX_ROOMS reached", body = ErrorEnvelope),
+        (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope),
+        (status = 422, description = "URL refused (form, or a private address)", body = ErrorEnvelope)))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateBody>,
@@ -142,21 +155,27 @@ pub async fn create(
     }
     watch_rooms(&state, &sub.rooms)?;
     state.store.insert_subscription(&sub)?;
-    let mut data = sub.view();
-    data["secret"] = json!(sub.current_secret());
+    let data = CreatedSubscription {
+        subscription: sub.view(),
+        secret: sub.current_secret().to_string(),
+    };
     Ok(ok(StatusCode::CREATED, "Subscription created", data))
 }
 
+#[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions",
+    responses((status = 200, body = Envelope<Vec<SubscriptionView>>)))]
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let all: Vec<Value> = state
+    let all: Vec<SubscriptionView> = state
         .store
         .subscriptions()
         .iter()
         .map(Subscription::view)
         .collect();
-    Ok(ok_value("Subscriptions", Value::Array(all)))
+    Ok(ok_value("Subscriptions", all))
 }
 
+#[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "subscriptions", params(("id" = String, Path, description = "Subscription id")),
+    responses((status = 200, body = Envelope<SubscriptionView>), (status = 404, body = ErrorEnvelope)))]
 pub async fn get_one(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -164,6 +183,11 @@ pub async fn get_one(
     Ok(ok_value("Subscription", find(&state, &id)?.view()))
 }
 
+#[utoipa::path(patch, path = "/v1/subscriptions/{id}", tag = "subscriptions", params(("id" = String, Path, description = "Subscription id")),
+    request_body = PatchBody,
+    responses((status = 200, body = Envelope<SubscriptionView>), (status = 404, body = ErrorEnvelope),
+        (status = 409, body = ErrorEnvelope), (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope),
+        (status = 422, body = ErrorEnvelope)))]
 pub async fn patch(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -222,6 +246,9 @@ pub async fn patch(
     Ok(ok_value("Subscription updated", updated.view()))
 }
 
+#[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "subscriptions", params(("id" = String, Path, description = "Subscription id")),
+    responses((status = 200, description = "Deleted with its pending deliveries", body = Envelope<SubscriptionRef>),
+        (status = 404, body = ErrorEnvelope)))]
 pub async fn delete(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -231,10 +258,12 @@ pub async fn delete(
     }
     Ok(ok_value(
         "Subscription deleted with its pending deliveries",
-        json!({"id": id}),
+        SubscriptionRef { id },
     ))
 }
 
+#[utoipa::path(get, path = "/v1/subscriptions/{id}/secret", tag = "subscriptions", params(("id" = String, Path, description = "Subscription id")),
+    responses((status = 200, body = Envelope<SecretView>), (status = 404, body = ErrorEnvelope)))]
 pub async fn secret(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -242,10 +271,14 @@ pub async fn secret(
     let sub = find(&state, &id)?;
     Ok(ok_value(
         "Subscription secret",
-        json!({"secret": sub.current_secret()}),
+        SecretView {
+            secret: sub.current_secret().to_string(),
+        },
     ))
 }
 
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/rotate-secret", tag = "subscriptions", params(("id" = String, Path, description = "Subscription id")),
+    responses((status = 200, body = Envelope<RotatedSecret>), (status = 404, body = ErrorEnvelope)))]
 pub async fn rotate(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -255,16 +288,19 @@ pub async fn rotate(
         .store
         .update_subscription(&id, |s| s.rotate(now))?
         .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))?;
-    let data = json!({
-        "secret": sub.current_secret(),
-        "previousSecretExpiresAt": sub.secrets.get(1).and_then(|s| s.expires_at),
-    });
+    let data = RotatedSecret {
+        secret: sub.current_secret().to_string(),
+        previous_secret_expires_at: sub.secrets.get(1).and_then(|s| s.expires_at),
+    };
     Ok(ok_value(
         "Secret rotated; the previous one signs beside it for 24 hours",
         data,
     ))
 }
 
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/test", tag = "subscriptions", params(("id" = String, Path, description = "Subscription id")),
+    responses((status = 202, description = "A webhook.test event is queued", body = Envelope<Event>),
+        (status = 404, body = ErrorEnvelope)))]
 pub async fn test(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -279,9 +315,5 @@ pub async fn test(
     };
     state.store.enqueue_test(&sub.id, &event, now)?;
     state.wake.notify_one();
-    Ok(ok(
-        StatusCode::ACCEPTED,
-        "Test event queued",
-        serde_json::to_value(&event).map_err(anyhow::Error::from)?,
-    ))
+    Ok(ok(StatusCode::ACCEPTED, "Test event queued", event))
 }

@@ -8,6 +8,7 @@ mod delivery;
 mod demo;
 mod faults;
 mod logs;
+mod openapi;
 mod operations;
 mod receiver;
 mod rooms;
