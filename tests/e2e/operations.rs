@@ -238,3 +238,40 @@ async fn each_limit_is_refused_with_a_clear_error_and_changes_nothing() {
         1
     );
 }
+
+#[tokio::test]
+async fn readiness_fails_with_its_reason_when_the_backlog_is_too_deep() {
+    let up = spawn_upstream().await;
+    let mut settings = fast_settings(&up);
+    settings.push(("RELAY_READY_MAX_BACKLOG", "0".into()));
+    settings.retain(|(k, _)| *k != "RELAY_RETRY_SCHEDULE");
+    settings.push(("RELAY_RETRY_SCHEDULE", "1h".into()));
+    let app = TestApp::spawn_with(settings, Arc::new(tempfile::TempDir::new().unwrap())).await;
+    let rx = Receiver::spawn().await;
+    rx.answer(|_, _| AxStatus::SERVICE_UNAVAILABLE.into_response());
+    let ready = || async {
+        app.http
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(ready().await.status(), StatusCode::OK);
+    app.subscribe(json!({"url": rx.url, "rooms": ["q"]})).await;
+    app.until_snapshot("q", &not_found("q")).await;
+    app.apply(&up, idle("q")).await;
+    let res = eventually("readyz to fail on the backlog", || async {
+        let r = ready().await;
+        (r.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(r)
+    })
+    .await;
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("delivery backlog of 1"),
+        "{body}"
+    );
+    assert_eq!(body["error"]["details"]["pendingDeliveries"], 1);
+}
