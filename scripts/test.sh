@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine with only the Rust toolchain:
 # installs the official Standard Webhooks verifiers for Python and Node (the
-# cross-language tests run real deliveries through them), then runs
-# `cargo test` including those tests.
+# cross-language tests run real deliveries through them) and schemathesis (it
+# fuzzes the API from its OpenAPI document), then runs `cargo test`
+# including those tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,11 +13,16 @@ if ! PYTHONPATH="$xlang/py" python3 -c "import standardwebhooks" 2>/dev/null; th
   echo "== installing the Python Standard Webhooks verifier"
   python3 -m pip install --quiet --disable-pip-version-check --target "$xlang/py" "standardwebhooks==1.*"
 fi
+if [ ! -x "$xlang/py/bin/schemathesis" ]; then
+  echo "== installing schemathesis (API fuzzing from the OpenAPI document)"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$xlang/py" "schemathesis==4.*"
+fi
 if [ ! -d "$xlang/node/node_modules/standardwebhooks" ]; then
   echo "== installing the Node Standard Webhooks verifier"
   npm install --silent --no-audit --no-fund --prefix "$xlang/node" "standardwebhooks@1"
 fi
 export PYTHONPATH="$xlang/py${PYTHONPATH:+:$PYTHONPATH}"
+export SCHEMATHESIS="$xlang/py/bin/schemathesis"
 export NODE_PATH="$xlang/node/node_modules${NODE_PATH:+:$NODE_PATH}"
 
 cargo test --locked -- --include-ignored

@@ -19,7 +19,13 @@ enum Answer {
 }
 
 fn status() -> impl Strategy<Value = RoomStatus> {
-    let pick = |a: &'static str, b: &'static str| prop_oneof![Just(None), Just(Some(a.to_string())), Just(Some(b.to_string()))];
+    let pick = |a: &'static str, b: &'static str| {
+        prop_oneof![
+            Just(None),
+            Just(Some(a.to_string())),
+            Just(Some(b.to_string()))
+        ]
+    };
     (
         any::<bool>(),
         any::<bool>(),
@@ -30,22 +36,24 @@ fn status() -> impl Strategy<Value = RoomStatus> {
         pick("2024-01-01T00:00:00.000Z", "2024-02-01T00:00:00.000Z"),
         pick("2024-01-01T09:00:00.000Z", "2024-01-01T11:00:00.000Z"),
     )
-        .prop_map(|(exists, active, teacher, rec, n, title, created, started)| {
-            if !exists {
-                return RoomStatus::not_found(&RoomId::parse(ROOM).unwrap());
-            }
-            RoomStatus {
-                exists,
-                is_active: active,
-                room_id: ROOM.into(),
-                title,
-                participant_count: n,
-                has_teacher: teacher,
-                is_recording: rec,
-                created_at: created,
-                started_at: started,
-            }
-        })
+        .prop_map(
+            |(exists, active, teacher, rec, n, title, created, started)| {
+                if !exists {
+                    return RoomStatus::not_found(&RoomId::parse(ROOM).unwrap());
+                }
+                RoomStatus {
+                    exists,
+                    is_active: active,
+                    room_id: ROOM.into(),
+                    title,
+                    participant_count: n,
+                    has_teacher: teacher,
+                    is_recording: rec,
+                    created_at: created,
+                    started_at: started,
+                }
+            },
+        )
 }
 
 fn answer() -> impl Strategy<Value = Answer> {
@@ -57,7 +65,10 @@ fn answer() -> impl Strategy<Value = Answer> {
 
 fn body(a: &Answer) -> Vec<u8> {
     match a {
-        Answer::Ok(s) => serde_json::to_vec(&serde_json::json!({"success": true, "message": "x", "data": s})).unwrap(),
+        Answer::Ok(s) => {
+            serde_json::to_vec(&serde_json::json!({"success": true, "message": "x", "data": s}))
+                .unwrap()
+        }
         Answer::Garbage(bytes) => bytes.clone(),
     }
 }
@@ -70,10 +81,16 @@ fn run(answers: &[Answer]) -> (Vec<Event>, Option<RoomStatus>) {
     for a in answers {
         // A failed poll never reaches the store.
         if let Ok(status) = parse_body(&room, &body(a)) {
-            store.record_poll(&room, &status, Utc::now(), false).unwrap();
+            store
+                .record_poll(&room, &status, Utc::now(), false)
+                .unwrap();
         }
     }
-    let filter = EventFilter { room: Some(ROOM.into()), limit: 1000, ..Default::default() };
+    let filter = EventFilter {
+        room: Some(ROOM.into()),
+        limit: 1000,
+        ..Default::default()
+    };
     let events = store.list_events(&filter).unwrap().events;
     let last = store.room(ROOM).unwrap().and_then(|r| r.snapshot);
     (events, last)
@@ -180,8 +197,14 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
             proptest::collection::btree_map(
-                prop_oneof![Just("exists".to_string()), Just("isActive".to_string()), Just("roomId".to_string()),
-                    Just("participantCount".to_string()), Just("hasTeacher".to_string()), "[a-z]{1,6}"],
+                prop_oneof![
+                    Just("exists".to_string()),
+                    Just("isActive".to_string()),
+                    Just("roomId".to_string()),
+                    Just("participantCount".to_string()),
+                    Just("hasTeacher".to_string()),
+                    "[a-z]{1,6}"
+                ],
                 inner,
                 0..6
             )

@@ -123,8 +123,7 @@ fn upstream_error(status: StatusCode, message: &str, code: &str) -> Response {
 #[utoipa::path(get, path = "/v1/room/{room_id}/status", tag = "rooms", params(("room_id" = String, Path, description = "Room id, percent-encoded as one segment")),
     description = "Drop-in for the upstream endpoint, served from the last snapshot. Authenticated by `VF-ORG-ID` (or the bearer token).",
     responses((status = 200, description = "The upstream's own answer", body = UpstreamAnswer),
-        (status = 404, description = "Not watched by this relay", body = ErrorEnvelope),
-        (status = 503, description = "Not polled yet (Retry-After)", body = ErrorEnvelope)),
+        (status = 404, description = "Not watched by this relay (`not_watched`), or no status known yet (`not_polled_yet`, with Retry-After)", body = ErrorEnvelope)),
     security(("org_id" = []), ("bearer" = [])))]
 pub async fn drop_in_status(
     State(state): State<AppState>,
@@ -161,9 +160,11 @@ pub async fn drop_in_status(
             "not_watched",
         ));
     };
+    // No snapshot yet: the status resource does not exist yet, so 404 with
+    // a hint of when to ask again (a 5xx would blame the relay).
     let Some(snapshot) = record.snapshot else {
         let mut r = upstream_error(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::NOT_FOUND,
             "Room status not known yet: the first poll has not succeeded",
             "not_polled_yet",
         );

@@ -7,6 +7,7 @@ mod crash;
 mod delivery;
 mod demo;
 mod faults;
+mod fuzz;
 mod logs;
 mod openapi;
 mod operations;
