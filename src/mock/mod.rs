@@ -40,6 +40,8 @@ pub enum FaultKind {
     },
     /// 200 with a body that is not the documented JSON.
     Garbage,
+    /// 200 with the documented JSON, but about another room (a lie).
+    WrongRoom,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,6 +55,9 @@ pub struct Fault {
     /// How many answers it spoils before it ends; forever when absent.
     #[serde(default)]
     pub count: Option<u64>,
+    /// The share of matching answers it spoils (0 to 1); all when absent.
+    #[serde(default)]
+    pub chance: Option<f64>,
 }
 
 /// The simulated upstream's whole state. Cheap to clone; clones share it.
@@ -67,6 +72,7 @@ struct Inner {
     rooms: Mutex<HashMap<String, RoomStatus>>,
     faults: Mutex<Vec<Fault>>,
     requests: AtomicU64,
+    faults_served: AtomicU64,
     by_room: Mutex<HashMap<String, u64>>,
 }
 
@@ -125,6 +131,11 @@ impl MockUpstream {
         self.inner.requests.load(Ordering::Relaxed)
     }
 
+    /// Answers spoiled by a fault so far.
+    pub fn faults_served(&self) -> u64 {
+        self.inner.faults_served.load(Ordering::Relaxed)
+    }
+
     pub fn requests_for(&self, room: &str) -> u64 {
         self.inner
             .by_room
@@ -138,9 +149,11 @@ impl MockUpstream {
     /// The fault that spoils this answer, if any, using up one of its count.
     fn take_fault(&self, room: &str) -> Option<FaultKind> {
         let mut faults = self.inner.faults.lock().unwrap();
-        let i = faults
-            .iter()
-            .position(|f| f.room_id.as_deref().is_none_or(|r| r == room))?;
+        let i = faults.iter().position(|f| {
+            f.room_id.as_deref().is_none_or(|r| r == room)
+                && f.chance.is_none_or(|p| rand::random::<f64>() < p)
+        })?;
+        self.inner.faults_served.fetch_add(1, Ordering::Relaxed);
         let kind = faults[i].kind.clone();
         if let Some(n) = faults[i].count.as_mut() {
             *n = n.saturating_sub(1);
@@ -232,6 +245,14 @@ async fn status(
             return r;
         }
         Some(FaultKind::Unauthorized) => return error(StatusCode::UNAUTHORIZED, "Unauthorized"),
+        Some(FaultKind::WrongRoom) => {
+            let other = RoomStatus {
+                room_id: format!("{room}-other"),
+                ..not_found(&room)
+            };
+            let body = json!({"success": true, "message": "Room not found", "data": other});
+            return Json(body).into_response();
+        }
         Some(FaultKind::Garbage) => {
             return (StatusCode::OK, "<html><body>502 Bad Gateway</body></html>").into_response()
         }

@@ -322,6 +322,11 @@ impl Poller {
                     Ok(PollCommit::Baseline) => PollOutcome::Baseline,
                     Ok(PollCommit::NotWatched) => PollOutcome::NotWatched,
                     Ok(PollCommit::Changed(events)) => {
+                        // A change is seen once it is on disk: a crash after
+                        // this cannot lose it. Concurrent polls share a flush.
+                        if let Err(e) = self.inner.store.ensure_durable().await {
+                            warn!(error = %e, "could not flush the store");
+                        }
                         for e in &events {
                             info!(event_id = %e.id, kind = %e.kind, sequence = e.sequence(), "event");
                             let kind = Kind {

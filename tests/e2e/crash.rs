@@ -1,90 +1,24 @@
 //! Crash safety: the relay binary killed with SIGKILL while deliveries flow,
 //! restarted on the same data dir, still delivers every stored event.
 
+use crate::child::{all_events, api, start};
 use crate::receiver::Receiver;
 use crate::support::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 const ROOMS: [&str; 4] = ["c0", "c1", "c2", "c3"];
 const CONCURRENCY: usize = 8;
 
-struct Relay {
-    child: Child,
-    base: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start(up: &Upstream, dir: &std::path::Path) -> Relay {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_verriflo-relay"))
-        .arg("serve")
-        .env("VERRIFLO_ORG_ID", ORG)
-        .env("VERRIFLO_API_URL", &up.url)
-        .env("RELAY_ADMIN_TOKEN", TOKEN)
-        .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RELAY_DATA_DIR", dir)
-        .env("RELAY_ROOMS", ROOMS.join(","))
-        .env("RELAY_POLL_INTERVAL", "20ms")
-        .env("RELAY_ALLOW_PRIVATE_TARGETS", "true")
-        .env("RELAY_RETRY_SCHEDULE", vec!["50ms"; 100].join(","))
-        .env("RELAY_DELIVERY_CONCURRENCY", CONCURRENCY.to_string())
-        .env("RELAY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the relay binary starts");
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    eventually("the relay to come up", || async {
-        http.get(format!("{base}/healthz"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-            .map(|_| ())
-    })
-    .await;
-    Relay { child, base }
-}
-
-async fn api(base: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(TOKEN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    req.send().await.unwrap().json().await.unwrap()
-}
-
-async fn all_events(base: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page = api(
-            base,
-            reqwest::Method::GET,
-            &format!("/v1/events?limit=1000{after}"),
-            None,
-        )
-        .await;
-        out.extend(page["data"]["events"].as_array().unwrap().iter().cloned());
-        match page["data"]["next"].as_str() {
-            Some(n) => after = format!("&after={n}"),
-            None => return out,
-        }
-    }
+fn settings() -> Vec<(&'static str, String)> {
+    vec![
+        ("RELAY_ROOMS", ROOMS.join(",")),
+        ("RELAY_RETRY_SCHEDULE", vec!["50ms"; 100].join(",")),
+        ("RELAY_DELIVERY_CONCURRENCY", CONCURRENCY.to_string()),
+    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,7 +29,7 @@ async fn sigkill_while_delivering_loses_nothing() {
     for r in ROOMS {
         up.mock.set_room(idle(r));
     }
-    let mut relay = start(&up, dir.path()).await;
+    let mut relay = start(&up, dir.path(), &settings()).await;
     let created = api(
         &relay.base,
         reqwest::Method::POST,
@@ -131,7 +65,7 @@ async fn sigkill_while_delivering_loses_nothing() {
         relay.child.kill().expect("SIGKILL");
         relay.child.wait().unwrap();
         kill_marks.push(rx.hooks().len());
-        relay = start(&up, dir.path()).await;
+        relay = start(&up, dir.path(), &settings()).await;
     }
     running.store(false, Ordering::SeqCst);
     driver.await.unwrap();
@@ -216,7 +150,7 @@ async fn sigterm_drains_and_exits_zero() {
     for r in ROOMS {
         up.mock.set_room(idle(r));
     }
-    let mut relay = start(&up, dir.path()).await;
+    let mut relay = start(&up, dir.path(), &settings()).await;
     let pid = relay.child.id().to_string();
     let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(sent.success());
@@ -227,7 +161,7 @@ async fn sigterm_drains_and_exits_zero() {
     .await;
     assert_eq!(status.code(), Some(0));
     // The store it left opens again, with its rooms.
-    let relay = start(&up, dir.path()).await;
+    let relay = start(&up, dir.path(), &settings()).await;
     let rooms = api(&relay.base, reqwest::Method::GET, "/v1/rooms", None).await;
     assert_eq!(rooms["data"].as_array().unwrap().len(), ROOMS.len());
     let mut child = relay.child;

@@ -33,6 +33,7 @@ async fn each_fault_yields_no_event_keeps_the_snapshot_and_recovers() {
             kind: kind.clone(),
             room_id: Some("r".into()),
             count: None,
+            chance: None,
         });
         let failing = eventually(&format!("{kind:?} to show"), || async {
             let room = app.room("r").await;
@@ -86,6 +87,7 @@ async fn a_vanishing_answer_during_faults_is_still_not_a_deletion() {
         kind: FaultKind::Garbage,
         room_id: Some("a".into()),
         count: Some(5),
+        chance: None,
     });
     app.apply(
         &up,
@@ -152,6 +154,7 @@ async fn a_401_fails_readiness_and_is_logged_once() {
         kind: FaultKind::Unauthorized,
         room_id: None,
         count: None,
+        chance: None,
     });
     let res = eventually("readyz to fail", || async {
         let r = ready().await;

@@ -109,32 +109,33 @@ async fn random_requests_never_get_a_5xx() {
     let seen = std::sync::Mutex::new(std::collections::BTreeMap::new());
     // The runner's error carries the failing input; only its text is kept.
     let result: Result<(), String> = tokio::task::block_in_place(|| {
-        runner.run(&request(), |req| {
-            let status = handle.block_on(async {
-                let url = if req.query.is_empty() {
-                    format!("{}{}", app.base, req.path)
-                } else {
-                    format!("{}{}?{}", app.base, req.path, req.query)
-                };
-                let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap();
-                let mut r = app.http.request(method, url).body(req.body.clone());
-                if let Some(ct) = req.content_type {
-                    r = r.header("content-type", ct);
-                }
-                if req.authed {
-                    r = r.bearer_auth(TOKEN);
-                }
-                let res = r.send().await.expect("the relay answers");
-                let status = res.status();
-                let text = res.text().await.unwrap_or_default();
-                (status, text)
-            });
-            let (status, text) = status;
-            *seen.lock().unwrap().entry(status.as_u16()).or_insert(0) += 1;
-            prop_assert!(status.as_u16() < 500, "{req:?} got {status}: {text}");
-            Ok(())
-        })
-        .map_err(|e| e.to_string())
+        runner
+            .run(&request(), |req| {
+                let status = handle.block_on(async {
+                    let url = if req.query.is_empty() {
+                        format!("{}{}", app.base, req.path)
+                    } else {
+                        format!("{}{}?{}", app.base, req.path, req.query)
+                    };
+                    let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap();
+                    let mut r = app.http.request(method, url).body(req.body.clone());
+                    if let Some(ct) = req.content_type {
+                        r = r.header("content-type", ct);
+                    }
+                    if req.authed {
+                        r = r.bearer_auth(TOKEN);
+                    }
+                    let res = r.send().await.expect("the relay answers");
+                    let status = res.status();
+                    let text = res.text().await.unwrap_or_default();
+                    (status, text)
+                });
+                let (status, text) = status;
+                *seen.lock().unwrap().entry(status.as_u16()).or_insert(0) += 1;
+                prop_assert!(status.as_u16() < 500, "{req:?} got {status}: {text}");
+                Ok(())
+            })
+            .map_err(|e| e.to_string())
     });
     if let Err(e) = result {
         panic!("{e}");

@@ -2,6 +2,8 @@
 //! receivers, all on port 0.
 
 mod api_input;
+mod chaos;
+mod child;
 mod cli;
 mod crash;
 mod delivery;

@@ -1,0 +1,356 @@
+//! Chaos: a steady flow of room changes while the relay is killed with
+//! SIGKILL twenty times, and while the upstream spoils 30% of its answers.
+//! No event lost, none invented, none emitted twice; every one delivered.
+
+use crate::child::{all_events, api, start, Relay};
+use crate::receiver::Receiver;
+use crate::support::*;
+use rand::Rng;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use verriflo_relay::mock::{Fault, FaultKind, MockUpstream};
+use verriflo_relay::room::RoomStatus;
+
+/// One state the upstream held for a room, and for how long.
+#[derive(Clone, Debug)]
+struct Held {
+    status: RoomStatus,
+    from: Instant,
+    until: Option<Instant>,
+}
+
+type History = Arc<Mutex<HashMap<String, Vec<Held>>>>;
+
+fn live(room: &str, n: u64) -> RoomStatus {
+    RoomStatus {
+        is_active: true,
+        has_teacher: Some(true),
+        participant_count: Some(n),
+        started_at: Some("2024-01-15T09:02:30.000Z".into()),
+        ..idle(room)
+    }
+}
+
+/// Change one room at a time; every state gets a participant count of its
+/// own, so each is a visible change and each event names exactly one state.
+fn drive(
+    mock: MockUpstream,
+    rooms: Vec<String>,
+    pace: (u64, u64),
+    history: History,
+    running: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut n = 100;
+        while running.load(Ordering::SeqCst) {
+            let (room, wait, flip_rec, flip_teacher) = {
+                let mut rng = rand::thread_rng();
+                (
+                    rooms[rng.gen_range(0..rooms.len())].clone(),
+                    rng.gen_range(pace.0..=pace.1),
+                    rng.gen_bool(0.2),
+                    rng.gen_bool(0.1),
+                )
+            };
+            n += 1;
+            let mut status = mock.room(&room).unwrap();
+            status.participant_count = Some(n);
+            if flip_rec {
+                status.is_recording = Some(!status.is_recording.unwrap_or(false));
+            }
+            if flip_teacher {
+                status.has_teacher = Some(!status.has_teacher.unwrap_or(false));
+            }
+            let now = Instant::now();
+            {
+                let mut h = history.lock().unwrap();
+                let list = h.entry(room.clone()).or_default();
+                if let Some(last) = list.last_mut() {
+                    last.until = Some(now);
+                }
+                list.push(Held {
+                    status: status.clone(),
+                    from: now,
+                    until: None,
+                });
+            }
+            mock.set_room(status);
+            // The pace of the simulated classrooms, not a wait for a result.
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        n - 100
+    })
+}
+
+/// Events of one room as poll groups: (previous, current, sequences).
+fn groups(events: &[Value], room: &str) -> Vec<(Value, Value, Vec<u64>)> {
+    let mut out: Vec<(Value, Value, Vec<u64>)> = Vec::new();
+    for e in events.iter().filter(|e| e["data"]["roomId"] == room) {
+        let (p, c, s) = (
+            e["data"]["previous"].clone(),
+            e["data"]["current"].clone(),
+            e["data"]["sequence"].as_u64().unwrap(),
+        );
+        match out.last_mut() {
+            Some(g) if g.0 == p && g.1 == c => g.2.push(s),
+            _ => out.push((p, c, vec![s])),
+        }
+    }
+    out
+}
+
+/// No event invented, none twice, sequences contiguous; returns the states seen.
+fn check_room(events: &[Value], room: &str, held: &[Held]) -> HashSet<u64> {
+    let states: Vec<Value> = held
+        .iter()
+        .map(|h| serde_json::to_value(&h.status).unwrap())
+        .collect();
+    let gs = groups(events, room);
+    let seqs: Vec<u64> = gs.iter().flat_map(|g| g.2.clone()).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "room {room}: sequences"
+    );
+    for pair in gs.windows(2) {
+        // Each poll's previous is the last one's current: nothing emitted twice.
+        assert_eq!(
+            pair[1].0, pair[0].1,
+            "room {room}: the chain of snapshots breaks"
+        );
+    }
+    let mut seen = HashSet::new();
+    for g in &gs {
+        assert!(
+            states.contains(&g.1) || g.1["participantCount"] == 1,
+            "room {room}: an event names a state the upstream never held: {}",
+            g.1
+        );
+        if let Some(n) = g.1["participantCount"].as_u64() {
+            seen.insert(n);
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_sigkills_lose_nothing_and_invent_nothing() {
+    const INTERVAL: Duration = Duration::from_millis(20);
+    let kills: usize = std::env::var("CHAOS_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let rooms: Vec<String> = (0..4).map(|i| format!("k{i}")).collect();
+    let up = spawn_upstream().await;
+    let rx = Receiver::spawn().await;
+    for r in &rooms {
+        up.mock.set_room(live(r, 1));
+    }
+    let dir = tempfile::TempDir::new().unwrap();
+    let settings = vec![
+        ("RELAY_ROOMS", rooms.join(",")),
+        ("RELAY_RETRY_SCHEDULE", vec!["50ms"; 200].join(",")),
+        ("RELAY_DELIVERY_CONCURRENCY", "8".to_string()),
+    ];
+    let mut relay: Relay = start(&up, dir.path(), &settings).await;
+    let mut windows = vec![(Instant::now(), None::<Instant>)];
+    let created = api(
+        &relay.base,
+        reqwest::Method::POST,
+        "/v1/subscriptions",
+        Some(json!({"url": rx.url})),
+    )
+    .await;
+    assert_eq!(created["success"], true, "{created}");
+
+    // The first poll of a room is a silent baseline: the flow starts after it.
+    for r in &rooms {
+        eventually(&format!("{r}'s baseline"), || async {
+            let room = api(
+                &relay.base,
+                reqwest::Method::GET,
+                &format!("/v1/rooms/{r}"),
+                None,
+            )
+            .await;
+            (!room["data"]["status"].is_null()).then_some(())
+        })
+        .await;
+    }
+    let history: History = Arc::default();
+    let running = Arc::new(AtomicBool::new(true));
+    let driver = drive(
+        up.mock.clone(),
+        rooms.clone(),
+        (3, 15),
+        history.clone(),
+        running.clone(),
+    );
+    for _ in 0..kills {
+        let uptime = Duration::from_millis(rand::thread_rng().gen_range(100..400));
+        // Uptime before the next kill: the chaos schedule itself.
+        tokio::time::sleep(uptime).await;
+        relay.child.kill().expect("SIGKILL");
+        relay.child.wait().unwrap();
+        windows.last_mut().unwrap().1 = Some(Instant::now());
+        relay = start(&up, dir.path(), &settings).await;
+        windows.push((Instant::now(), None));
+    }
+    running.store(false, Ordering::SeqCst);
+    let changes = driver.await.unwrap();
+    for r in &rooms {
+        let want = serde_json::to_value(up.mock.room(r).unwrap()).unwrap();
+        eventually(&format!("{r} to catch up"), || async {
+            let room = api(
+                &relay.base,
+                reqwest::Method::GET,
+                &format!("/v1/rooms/{r}"),
+                None,
+            )
+            .await;
+            (room["data"]["status"] == want).then_some(())
+        })
+        .await;
+    }
+    let end = Instant::now();
+    let events = all_events(&relay.base).await;
+
+    // Every change held two intervals while the relay was up (and for one
+    // more interval to write it down) is an event.
+    let history = history.lock().unwrap().clone();
+    let mut must_see = 0;
+    for r in &rooms {
+        let seen = check_room(&events, r, &history[r]);
+        for h in &history[r] {
+            let until = h.until.unwrap_or(end);
+            let up_all_along = windows
+                .iter()
+                .any(|(a, b)| *a <= h.from && until + INTERVAL <= b.unwrap_or(end));
+            if until - h.from >= INTERVAL * 2 && up_all_along {
+                must_see += 1;
+                let n = h.status.participant_count.unwrap();
+                assert!(seen.contains(&n), "room {r}: the state with {n} participants was held {:?} while up, and is no event", until - h.from);
+            }
+        }
+    }
+    assert!(
+        must_see > 50,
+        "too few changes to prove anything: {must_see}"
+    );
+    // Every event reached the receiver at least once.
+    eventually("every event to be delivered", || async {
+        let got: HashSet<String> = rx.hooks().iter().map(|h| h.id()).collect();
+        events
+            .iter()
+            .all(|e| got.contains(e["id"].as_str().unwrap()))
+            .then_some(())
+    })
+    .await;
+    let hooks = rx.hooks().len();
+    eprintln!(
+        "crash chaos: {kills} kills survived, {changes} upstream changes, {} events checked, {must_see} changes that had to be seen were seen, {hooks} webhooks for {} events",
+        events.len(),
+        events.len()
+    );
+    relay.child.kill().ok();
+    relay.child.wait().ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_percent_upstream_faults_make_no_false_event_and_miss_no_true_one() {
+    let seconds: u64 = std::env::var("CHAOS_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let up = spawn_upstream().await;
+    let mut settings = fast_settings(&up);
+    settings.retain(|(k, _)| {
+        !matches!(
+            *k,
+            "RELAY_POLL_INTERVAL" | "RELAY_POLL_BACKOFF_MAX" | "RELAY_UPSTREAM_TIMEOUT"
+        )
+    });
+    settings.push(("RELAY_POLL_INTERVAL", "20ms".into()));
+    settings.push(("RELAY_POLL_BACKOFF_MAX", "80ms".into()));
+    settings.push(("RELAY_UPSTREAM_TIMEOUT", "100ms".into()));
+    let app = TestApp::spawn_with(settings, Arc::new(tempfile::TempDir::new().unwrap())).await;
+    let rooms: Vec<String> = (0..3).map(|i| format!("u{i}")).collect();
+    for r in &rooms {
+        up.mock.set_room(live(r, 1));
+        app.watch(r).await;
+    }
+    for r in &rooms {
+        app.until_snapshot(r, &live(r, 1)).await;
+    }
+    // Six kinds of fault, each on ~5.8% of answers: 30% of answers spoiled.
+    for kind in [
+        FaultKind::Status { status: 500 },
+        FaultKind::Status { status: 503 },
+        FaultKind::RateLimited { retry_after: None },
+        FaultKind::Garbage,
+        FaultKind::Slow { delay_ms: 400 },
+        FaultKind::WrongRoom,
+    ] {
+        up.mock.inject(Fault {
+            kind,
+            room_id: None,
+            count: None,
+            chance: Some(0.0578),
+        });
+    }
+    let requests_before = up.mock.requests();
+    let history: History = Arc::default();
+    let running = Arc::new(AtomicBool::new(true));
+    let driver = drive(
+        up.mock.clone(),
+        rooms.clone(),
+        (60, 200),
+        history.clone(),
+        running.clone(),
+    );
+    // The chaos runs this long; nothing waits on it for a result.
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    running.store(false, Ordering::SeqCst);
+    let changes = driver.await.unwrap();
+    let faults = up.mock.faults_served();
+    let answers = up.mock.requests() - requests_before;
+    up.mock.clear_faults();
+    for r in &rooms {
+        app.until_snapshot(r, &up.mock.room(r).unwrap()).await;
+    }
+    let end = Instant::now();
+    let mut events = Vec::new();
+    for r in &rooms {
+        events.extend(app.events(r).await);
+    }
+    let history = history.lock().unwrap().clone();
+    let mut must_see = 0;
+    for r in &rooms {
+        let seen = check_room(&events, r, &history[r]);
+        for h in &history[r] {
+            let held = h.until.unwrap_or(end) - h.from;
+            if held >= Duration::from_millis(400) {
+                must_see += 1;
+                let n = h.status.participant_count.unwrap();
+                assert!(
+                    seen.contains(&n),
+                    "room {r}: a state held {held:?} is no event"
+                );
+            }
+        }
+    }
+    let share = faults as f64 / answers as f64;
+    assert!(
+        (0.2..0.4).contains(&share),
+        "faults on {share:.2} of answers"
+    );
+    eprintln!(
+        "upstream chaos: {seconds} s, {answers} answers, {faults} faults injected ({:.0}%), {changes} changes, {} events checked, {must_see} long-held states all seen, no false event",
+        share * 100.0,
+        events.len()
+    );
+}
