@@ -25,13 +25,29 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (org_id, admin_token) = config.require_serve()?;
-    let store = Store::open(&config.data_dir, config.cache_capacity).with_context(|| {
-        format!(
-            "RELAY_DATA_DIR: cannot open the store in {}",
-            config.data_dir.display()
-        )
+    let store = open_store(&config).await?;
+    run_with_store(config, store, listener, shutdown).await
+}
+
+/// Open the store and prove it can be written, or say why not.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let dir = config.data_dir.display();
+    let store = Store::open(&config.data_dir, config.cache_capacity)
+        .with_context(|| format!("RELAY_DATA_DIR: cannot open the store in {dir}"))?;
+    store.check_writable().await.with_context(|| {
+        format!("RELAY_DATA_DIR: cannot write to the store in {dir} (read-only or full?)")
     })?;
+    Ok(store)
+}
+
+/// [`run`] with a store that is already open.
+pub async fn run_with_store(
+    config: Config,
+    store: Store,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (org_id, admin_token) = config.require_serve()?;
     let client = UpstreamClient::new(
         config.api_url.clone(),
         org_id.clone(),
@@ -100,8 +116,18 @@ pub async fn run(
     );
 
     let trigger = cancel.clone();
+    let watched_store = store.clone();
+    let write_failed = Arc::new(std::sync::Mutex::new(None::<String>));
+    let failure = write_failed.clone();
     tokio::spawn(async move {
-        shutdown.await;
+        tokio::select! {
+            _ = shutdown => {}
+            reason = watched_store.write_failure() => {
+                // Polling on without a disk would see changes it cannot keep.
+                tracing::error!(%reason, "the store cannot write to disk: stopping cleanly");
+                *failure.lock().unwrap() = Some(reason);
+            }
+        }
         trigger.cancel();
     });
     axum::serve(listener, router)
@@ -117,6 +143,9 @@ pub async fn run(
         .is_err()
     {
         warn!(grace = ?config.shutdown_grace, "work still in flight after the grace period; it will be retried after restart");
+    }
+    if let Some(reason) = write_failed.lock().unwrap().take() {
+        anyhow::bail!("RELAY_DATA_DIR: the store cannot write to disk ({reason}); stopped cleanly, nothing flushed is lost");
     }
     store.flush().await.context("flushing the store")?;
     info!("store flushed; bye");

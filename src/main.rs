@@ -86,13 +86,21 @@ fn main() -> ExitCode {
                 return config_error(e);
             }
             telemetry::init(config.log_format, "info");
+            // The data dir is a setting too: checked before any port is bound.
+            let store = match runtime.block_on(app::open_store(&config)) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("verriflo-relay: bad setting {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(config.listen)
                     .await
                     .map_err(|e| {
                         anyhow::anyhow!("RELAY_LISTEN: cannot listen on {}: {e}", config.listen)
                     })?;
-                app::run(config, listener, shutdown::signal()).await
+                app::run_with_store(config, store, listener, shutdown::signal()).await
             })
         }
         Command::Demo {

@@ -66,6 +66,8 @@ pub struct Store {
     /// the engine flushes only when something new was queued.
     queued: Arc<AtomicU64>,
     durable: Arc<AtomicU64>,
+    /// Set once a flush fails.
+    failed: Arc<tokio::sync::watch::Sender<Option<String>>>,
     /// Event ids sort by time even within one millisecond.
     ids: Arc<Mutex<ulid::Generator>>,
 }
@@ -100,6 +102,7 @@ impl Store {
             subs: Arc::default(),
             queued: Arc::default(),
             durable: Arc::default(),
+            failed: Arc::new(tokio::sync::watch::channel(None).0),
             ids: Arc::new(Mutex::new(ulid::Generator::new())),
             db,
         };
@@ -109,9 +112,36 @@ impl Store {
 
     /// Make every commit so far durable. One flush covers all of them
     /// (group commit), so callers share it rather than flushing per change.
+    /// A failure is remembered: the app stops cleanly rather than go on
+    /// seeing changes it cannot keep.
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
+        if let Err(e) = self.db.flush_async().await {
+            let _ = self.failed.send(Some(e.to_string()));
+            return Err(e.into());
+        }
         Ok(())
+    }
+
+    /// Write, flush and remove a probe: a data dir that cannot be written
+    /// (read-only, full) is found at start-up, not at the first change.
+    pub async fn check_writable(&self) -> Result<()> {
+        self.db.insert(b"__probe", b"1")?;
+        self.flush().await?;
+        self.db.remove(b"__probe")?;
+        self.flush().await
+    }
+
+    /// Resolves with the reason once a write to disk has failed.
+    pub async fn write_failure(&self) -> String {
+        let mut rx = self.failed.subscribe();
+        let seen = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|reason| reason.clone().unwrap_or_default());
+        match seen {
+            Ok(reason) => reason,
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Record that deliveries were queued (call after the commit).
@@ -138,9 +168,9 @@ impl Store {
         g.generate().unwrap_or_else(|_| ulid::Ulid::new())
     }
 
-    /// A cheap liveness check for `/readyz`.
+    /// A cheap check for `/readyz`: readable, and no write has failed.
     pub fn is_open(&self) -> bool {
-        self.db.get(b"__probe").is_ok()
+        self.db.get(b"__probe").is_ok() && self.failed.borrow().is_none()
     }
 }
 

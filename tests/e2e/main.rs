@@ -15,5 +15,6 @@ mod openapi;
 mod operations;
 mod receiver;
 mod rooms;
+mod storage;
 mod support;
 mod xlang;
