@@ -99,6 +99,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "could not record attempts; they will be made again");
+                self.store.report(&e);
                 return vec![None; done.len()];
             }
         };

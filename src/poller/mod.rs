@@ -339,6 +339,7 @@ impl Poller {
                     }
                     Err(e) => {
                         warn!(error = %e, "could not store the poll");
+                        self.inner.store.report(&e);
                         PollOutcome::StoreFailed
                     }
                 }

@@ -35,6 +35,13 @@ impl<E: Into<StoreError>> From<sled::transaction::TransactionError<E>> for Store
     }
 }
 
+impl StoreError {
+    /// The disk refused a read or write (full, read-only, gone).
+    pub fn is_io(&self) -> bool {
+        matches!(self, StoreError::Sled(sled::Error::Io(_)))
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Every tree of the data directory, opened in one place.
@@ -115,11 +122,20 @@ impl Store {
     /// A failure is remembered: the app stops cleanly rather than go on
     /// seeing changes it cannot keep.
     pub async fn flush(&self) -> Result<()> {
-        if let Err(e) = self.db.flush_async().await {
-            let _ = self.failed.send(Some(e.to_string()));
-            return Err(e.into());
-        }
+        self.db.flush_async().await.map_err(|e| {
+            let e = StoreError::from(e);
+            self.report(&e);
+            e
+        })?;
         Ok(())
+    }
+
+    /// Note an error from any store call: an I/O error means the disk is
+    /// failing, and the app stops cleanly (see [`Store::write_failure`]).
+    pub fn report(&self, error: &StoreError) {
+        if error.is_io() {
+            let _ = self.failed.send(Some(error.to_string()));
+        }
     }
 
     /// Write, flush and remove a probe: a data dir that cannot be written
