@@ -13,6 +13,7 @@ mod fuzz;
 mod logs;
 mod openapi;
 mod operations;
+mod outage;
 mod receiver;
 mod rooms;
 mod storage;
