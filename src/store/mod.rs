@@ -73,6 +73,8 @@ pub struct Store {
     /// the engine flushes only when something new was queued.
     queued: Arc<AtomicU64>,
     durable: Arc<AtomicU64>,
+    /// Serializes flushes (see [`Store::flush`]).
+    flushing: Arc<tokio::sync::Mutex<()>>,
     /// Set once a flush fails.
     failed: Arc<tokio::sync::watch::Sender<Option<String>>>,
     /// Event ids sort by time even within one millisecond.
@@ -109,6 +111,7 @@ impl Store {
             subs: Arc::default(),
             queued: Arc::default(),
             durable: Arc::default(),
+            flushing: Arc::default(),
             failed: Arc::new(tokio::sync::watch::channel(None).0),
             ids: Arc::new(Mutex::new(ulid::Generator::new())),
             db,
@@ -122,7 +125,19 @@ impl Store {
     /// A failure is remembered: the app stops cleanly rather than go on
     /// seeing changes it cannot keep.
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await.map_err(|e| {
+        let _turn = self.flushing.lock().await;
+        self.flush_now().await
+    }
+
+    /// One flush at a time (the caller holds `flushing`), off the async
+    /// workers: concurrent `flush_async` calls deadlock sled 0.34
+    /// (spacejam/sled#1308).
+    async fn flush_now(&self) -> Result<()> {
+        let db = self.db.clone();
+        let flushed = tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .expect("the flush task does not panic");
+        flushed.map_err(|e| {
             let e = StoreError::from(e);
             self.report(&e);
             e
@@ -172,8 +187,14 @@ impl Store {
         if self.durable.load(Ordering::SeqCst) >= target {
             return Ok(());
         }
-        self.flush().await?;
-        self.durable.fetch_max(target, Ordering::SeqCst);
+        let _turn = self.flushing.lock().await;
+        // The flush that finished while we waited may cover us.
+        if self.durable.load(Ordering::SeqCst) >= target {
+            return Ok(());
+        }
+        let covered = self.queued.load(Ordering::SeqCst);
+        self.flush_now().await?;
+        self.durable.fetch_max(covered, Ordering::SeqCst);
         Ok(())
     }
 

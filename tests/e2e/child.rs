@@ -9,6 +9,14 @@ pub struct Relay {
     pub base: String,
 }
 
+/// A test that fails midway still leaves no relay running.
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

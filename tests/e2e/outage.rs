@@ -157,7 +157,5 @@ async fn a_receiver_outage_under_load_drains_with_bounded_memory() {
         "outage load: {rooms} rooms, {subs} subscriptions ({} failing for {outage_rounds} s), {expected} events delivered, backlog peaked at {max_pending}, drained {drained:.1?} after the last round, peak RSS {peak:.1} MiB",
         subs.div_ceil(2)
     );
-    let mut child = relay.child;
-    child.kill().ok();
-    child.wait().ok();
+    drop(relay);
 }

@@ -76,16 +76,12 @@ async fn unusable_data_dirs_are_a_clear_start_up_error() {
     let first = start(&up, &dir, &[]).await;
     let out = finished(serve_once(&up.url, dir.to_str().unwrap(), None, "a"));
     assert_clear_start_error(&out, "locked");
-    let mut first = first.child;
-    first.kill().ok();
-    first.wait().ok();
+    drop(first);
     // Missing: a directory that does not exist yet is created.
     let fresh = tmp.path().join("new/nested/data");
     let relay = start(&up, &fresh, &[]).await;
     assert!(fresh.join("db").exists());
-    let mut child = relay.child;
-    child.kill().ok();
-    child.wait().ok();
+    drop(relay);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +155,5 @@ async fn a_full_disk_stops_cleanly_and_the_store_reopens_intact() {
     .await;
     let last = by_room.get("f0").map_or(0, |s| *s.last().unwrap());
     assert!(got["data"]["sequence"].as_u64().unwrap() > last);
-    let mut child = relay.child;
-    child.kill().ok();
-    child.wait().ok();
+    drop(relay);
 }
