@@ -2,10 +2,10 @@
 
 use super::*;
 use crate::event::EventType::{self, *};
-use crate::room::{RoomId, RoomStatus};
+use crate::room::RoomStatus;
 
 fn gone() -> RoomStatus {
-    RoomStatus::not_found(&RoomId::parse("r").unwrap())
+    RoomStatus::not_found("r")
 }
 
 fn idle() -> RoomStatus {

@@ -91,7 +91,7 @@ pub struct RoomStatus {
 
 impl RoomStatus {
     /// The upstream's "Room not found" answer for `room`.
-    pub fn not_found(room: &RoomId) -> Self {
+    pub fn not_found(room: &str) -> Self {
         Self {
             exists: false,
             is_active: false,
@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn not_found_shape_omits_absent_fields() {
         let room = RoomId::parse("math-101").unwrap();
-        let json = serde_json::to_value(RoomStatus::not_found(&room)).unwrap();
+        let json = serde_json::to_value(RoomStatus::not_found(room.as_str())).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"exists": false, "isActive": false, "roomId": "math-101"})

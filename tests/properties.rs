@@ -39,7 +39,7 @@ fn status() -> impl Strategy<Value = RoomStatus> {
         .prop_map(
             |(exists, active, teacher, rec, n, title, created, started)| {
                 if !exists {
-                    return RoomStatus::not_found(&RoomId::parse(ROOM).unwrap());
+                    return RoomStatus::not_found(ROOM);
                 }
                 RoomStatus {
                     exists,

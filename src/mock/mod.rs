@@ -98,7 +98,7 @@ impl MockUpstream {
         let mut rooms = self.inner.rooms.lock().unwrap();
         let status = rooms.entry(room.to_string()).or_insert_with(|| RoomStatus {
             room_id: room.to_string(),
-            ..not_found(room)
+            ..RoomStatus::not_found(room)
         });
         f(status);
     }
@@ -185,20 +185,6 @@ impl MockUpstream {
     }
 }
 
-fn not_found(room: &str) -> RoomStatus {
-    RoomStatus {
-        exists: false,
-        is_active: false,
-        room_id: room.to_string(),
-        title: None,
-        participant_count: None,
-        has_teacher: None,
-        is_recording: None,
-        created_at: None,
-        started_at: None,
-    }
-}
-
 fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"success": false, "message": message}))).into_response()
 }
@@ -248,7 +234,7 @@ async fn status(
         Some(FaultKind::WrongRoom) => {
             let other = RoomStatus {
                 room_id: format!("{room}-other"),
-                ..not_found(&room)
+                ..RoomStatus::not_found(&room)
             };
             let body = json!({"success": true, "message": "Room not found", "data": other});
             return Json(body).into_response();
@@ -262,7 +248,9 @@ async fn status(
         }
         None => {}
     }
-    let data = mock.room(&room).unwrap_or_else(|| not_found(&room));
+    let data = mock
+        .room(&room)
+        .unwrap_or_else(|| RoomStatus::not_found(&room));
     let body = json!({"success": true, "message": data.upstream_message(), "data": data});
     Json(body).into_response()
 }

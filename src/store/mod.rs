@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex, RwLock};
 pub enum StoreError {
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
+    #[error("store flush interrupted: {0}")]
+    Interrupted(String),
     #[error("store holds an unreadable record in {tree}: {detail}")]
     Corrupt { tree: &'static str, detail: String },
 }
@@ -136,7 +138,8 @@ impl Store {
         let db = self.db.clone();
         let flushed = tokio::task::spawn_blocking(move || db.flush())
             .await
-            .expect("the flush task does not panic");
+            // Only a runtime shutting down cancels it; nothing was lost yet.
+            .map_err(|e| StoreError::Interrupted(e.to_string()))?;
         flushed.map_err(|e| {
             let e = StoreError::from(e);
             self.report(&e);

@@ -268,7 +268,7 @@ pub fn idle(room: &str) -> RoomStatus {
 }
 
 pub fn not_found(room: &str) -> RoomStatus {
-    RoomStatus::not_found(&verriflo_relay::room::RoomId::parse(room).unwrap())
+    RoomStatus::not_found(room)
 }
 
 /// A short class: created, started, teacher in, recording, a crowd, ended.
