@@ -3,8 +3,10 @@
 
 mod limits;
 pub mod schedule;
+mod state;
 
 pub use limits::{Auth, AuthGate};
+pub use state::{Health, PollOutcome, RoomRuntime};
 
 use crate::metrics::{Kind, Metrics};
 use crate::room::RoomId;
@@ -12,7 +14,6 @@ use crate::store::{PollCommit, Store};
 use crate::upstream::{PollError, UpstreamClient};
 use chrono::{DateTime, Utc};
 use limits::{Pause, RateLimiter};
-use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,72 +23,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, instrument, warn};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    Ok,
-    Failing,
-    Unauthorized,
-    Invalid,
-}
-
-/// What the poller knows of a room beyond its stored snapshot. Kept in
-/// memory: an unchanged answer writes nothing to disk.
-#[derive(Clone, Debug)]
-pub struct RoomRuntime {
-    pub last_polled_at: Option<DateTime<Utc>>,
-    pub health: Health,
-    pub failures: u32,
-    pub last_error: Option<String>,
-}
-
-impl Default for RoomRuntime {
-    fn default() -> Self {
-        Self {
-            last_polled_at: None,
-            health: Health::Ok,
-            failures: 0,
-            last_error: None,
-        }
-    }
-}
-
-/// The outcome of one poll of one room.
-#[derive(Debug, PartialEq)]
-pub enum PollOutcome {
-    Unchanged,
-    Baseline,
-    Changed(usize),
-    NotWatched,
-    Failed(PollError),
-    StoreFailed,
-}
-
-impl PollOutcome {
-    /// A bounded label for metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Unchanged => "unchanged",
-            Self::Baseline => "baseline",
-            Self::Changed(_) => "changed",
-            Self::NotWatched => "not_watched",
-            Self::StoreFailed => "store_failed",
-            Self::Failed(e) => e.label(),
-        }
-    }
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Failing => "failing",
-            Self::Unauthorized => "unauthorized",
-            Self::Invalid => "invalid",
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct PollSettings {

@@ -1,6 +1,7 @@
 //! The sled store: the only module that touches sled. One struct owns every tree.
 
 mod deliveries;
+mod delivery_admin;
 mod events;
 mod keys;
 mod retention;

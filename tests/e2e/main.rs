@@ -17,5 +17,6 @@ mod receiver;
 mod rooms;
 mod shutdown;
 mod storage;
+mod subscription_input;
 mod support;
 mod xlang;
