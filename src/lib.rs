@@ -2,28 +2,33 @@
 //!
 //! # Layout
 //!
-//! - `api`: the admin HTTP API (routes, bearer auth, the envelope)
+//! The pure core:
+//! - `room`: room ids and snapshots in the upstream's shape
+//! - `event`: event types and the stored event / webhook body
+//! - `diff`: the pure diff from two snapshots to events
+//! - `signing`: Standard Webhooks signer and verifier
+//! - `subscription`: subscriptions, their filters and secrets
+//! - `secret`: newtypes for the org id and admin token that never print
+//!
+//! Its edges:
+//! - `config`: settings from a TOML file and the environment, typed and validated
+//! - `upstream`: the Room Status client and its typed failures
+//! - `retry_after`: parsing `Retry-After`
+//! - `store`: the sled store (rooms, snapshots, events, subscriptions, the delivery outbox)
+//! - `poller`: per-room polling loops around `poll_once`, backoff and upstream limits
+//! - `delivery`: the webhook engine: attempts, retries, order per room
+//! - `ssrf`: refusing private webhook targets, at check time and at connect time
+//! - `retention`: background pruning of old events and finished deliveries
+//! - `metrics`: Prometheus counters, histograms and scrape-time gauges
+//! - `api`: the admin HTTP API (routes, bearer auth, the envelope, OpenAPI)
+//!
+//! Assembly and tools:
 //! - `app`: the service assembled from a config and a listener, run until shutdown
 //! - `telemetry`: log set-up
 //! - `shutdown`: SIGTERM / Ctrl-C
-//! - `signing`: Standard Webhooks signer and verifier
-//! - `ssrf`: refusing private webhook targets, at check time and at connect time
 //! - `cli`: the admin command line (rooms, subs, events) over the admin API
-//! - `config`: settings from a TOML file and the environment, typed and validated
-//! - `secret`: newtypes for the org id and admin token that never print
-//! - `retention`: background pruning of old events and finished deliveries
-//! - `room`: room ids and snapshots in the upstream's shape
-//! - `event`: event types and the stored event / webhook body
-//! - `delivery`: the webhook engine: attempts, retries, order per room
-//! - `demo`: the one-command demo (simulated upstream, relay, verifying receiver)
-//! - `diff`: the pure diff from two snapshots to events
-//! - `upstream`: the Room Status client and its typed failures
-//! - `retry_after`: parsing `Retry-After`
-//! - `subscription`: subscriptions, their filters and secrets
-//! - `store`: the sled store (rooms, snapshots, events, subscriptions, the delivery outbox)
-//! - `poller`: per-room polling loops around `poll_once`, backoff and upstream limits
-//! - `metrics`: Prometheus counters, histograms and scrape-time gauges
 //! - `mock`: the simulated upstream, scriptable, with a self-running scenario
+//! - `demo`: the one-command demo (simulated upstream, relay, verifying receiver)
 
 pub mod api;
 pub mod app;
