@@ -175,15 +175,20 @@ async fn bare_loop(url: &str, seconds: u64, body: Vec<u8>) -> f64 {
     done.load(Ordering::Relaxed) as f64 / seconds as f64
 }
 
-/// Events pile up first; then replay queues them for `subs` subscriptions at
-/// once and we time until the receiver has every delivery.
-async fn throughput(rooms: usize, subs: usize) -> (usize, f64) {
+/// A simulated upstream with `rooms` live rooms, a sink, and the relay
+/// watching every room.
+async fn setup(
+    rooms: usize,
+    participants: u64,
+    interval: &str,
+    initial: bool,
+) -> (MockUpstream, Relay, String, Sink) {
     let (mock, upstream) = spawn_upstream().await;
     let (url, sink) = spawn_sink().await;
     for i in 0..rooms {
-        mock.set_room(live(&format!("room-{i:05}"), 3));
+        mock.set_room(live(&format!("room-{i:05}"), participants));
     }
-    let relay = spawn_relay(&upstream, "200ms", true).await;
+    let relay = spawn_relay(&upstream, interval, initial).await;
     for i in 0..rooms {
         relay
             .call(
@@ -193,6 +198,13 @@ async fn throughput(rooms: usize, subs: usize) -> (usize, f64) {
             )
             .await;
     }
+    (mock, relay, url, sink)
+}
+
+/// Events pile up first; then replay queues them for `subs` subscriptions at
+/// once and we time until the receiver has every delivery.
+async fn throughput(rooms: usize, subs: usize) -> (usize, f64) {
+    let (_upstream, relay, url, sink) = setup(rooms, 3, "200ms", true).await;
     // Each live room's first poll yields five events.
     let events = rooms * 5;
     while relay.events_total().await < events {
@@ -242,21 +254,7 @@ async fn latency(
     seconds: u64,
     changes_per_sec: u64,
 ) -> (usize, Duration, Duration, Duration) {
-    let (mock, upstream) = spawn_upstream().await;
-    let (url, sink) = spawn_sink().await;
-    for i in 0..rooms {
-        mock.set_room(live(&format!("room-{i:05}"), 1));
-    }
-    let relay = spawn_relay(&upstream, "1s", false).await;
-    for i in 0..rooms {
-        relay
-            .call(
-                reqwest::Method::PUT,
-                &format!("/v1/rooms/room-{i:05}"),
-                json!(null),
-            )
-            .await;
-    }
+    let (mock, relay, url, sink) = setup(rooms, 1, "1s", false).await;
     relay
         .call(
             reqwest::Method::POST,

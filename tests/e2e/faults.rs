@@ -11,11 +11,7 @@ use verriflo_relay::room::RoomStatus;
 async fn each_fault_yields_no_event_keeps_the_snapshot_and_recovers() {
     let up = spawn_upstream().await;
     let app = TestApp::spawn(&up).await;
-    let live = RoomStatus {
-        is_active: true,
-        has_teacher: Some(true),
-        ..idle("r")
-    };
+    let live = taught("r");
     up.mock.set_room(live.clone());
     app.watch("r").await;
     app.until_snapshot("r", &live).await;

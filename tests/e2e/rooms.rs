@@ -159,11 +159,7 @@ async fn initial_events_diff_the_first_poll_against_nothing() {
         std::sync::Arc::new(tempfile::TempDir::new().unwrap()),
     )
     .await;
-    let live = RoomStatus {
-        is_active: true,
-        has_teacher: Some(true),
-        ..idle("r")
-    };
+    let live = taught("r");
     up.mock.set_room(live.clone());
     app.watch("r").await;
     app.until_snapshot("r", &live).await;
@@ -306,11 +302,7 @@ async fn watch_and_unwatch_take_effect_without_restart() {
 async fn the_drop_in_status_route_answers_in_the_upstream_shape() {
     let up = spawn_upstream().await;
     let app = TestApp::spawn(&up).await;
-    let live = RoomStatus {
-        is_active: true,
-        has_teacher: Some(true),
-        ..idle("math-101")
-    };
+    let live = taught("math-101");
     up.mock.set_room(live.clone());
     app.watch("math-101").await;
     app.watch("later").await;

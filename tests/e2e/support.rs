@@ -267,6 +267,15 @@ pub fn idle(room: &str) -> RoomStatus {
     }
 }
 
+/// A room in class with its teacher.
+pub fn taught(room: &str) -> RoomStatus {
+    RoomStatus {
+        is_active: true,
+        has_teacher: Some(true),
+        ..idle(room)
+    }
+}
+
 pub fn not_found(room: &str) -> RoomStatus {
     RoomStatus::not_found(room)
 }
