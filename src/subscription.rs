@@ -19,24 +19,27 @@ pub struct SecretEntry {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// A subscription as stored: what the API shows, plus the secrets.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Subscription {
-    pub id: String,
-    pub url: String,
-    /// Event types or `prefix.*` patterns; empty means all.
-    pub events: Vec<String>,
-    /// Room ids; empty means every watched room.
-    pub rooms: Vec<String>,
-    pub description: Option<String>,
-    pub enabled: bool,
-    pub disabled_reason: Option<String>,
+    #[serde(flatten)]
+    pub info: SubscriptionView,
     /// Newest first.
     pub secrets: Vec<SecretEntry>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// The first failure since the last success, for the 5-day rule.
-    pub failing_since: Option<DateTime<Utc>>,
+}
+
+/// The public fields read straight through: `sub.enabled`, `sub.url`, ….
+impl std::ops::Deref for Subscription {
+    type Target = SubscriptionView;
+    fn deref(&self) -> &SubscriptionView {
+        &self.info
+    }
+}
+
+impl std::ops::DerefMut for Subscription {
+    fn deref_mut(&mut self) -> &mut SubscriptionView {
+        &mut self.info
+    }
 }
 
 impl Subscription {
@@ -49,20 +52,22 @@ impl Subscription {
         now: DateTime<Utc>,
     ) -> Self {
         Self {
-            id,
-            url,
-            events,
-            rooms,
-            description,
-            enabled: true,
-            disabled_reason: None,
+            info: SubscriptionView {
+                id,
+                url,
+                events,
+                rooms,
+                description,
+                enabled: true,
+                disabled_reason: None,
+                created_at: now,
+                updated_at: now,
+                failing_since: None,
+            },
             secrets: vec![SecretEntry {
                 secret: Secret::generate().expose(),
                 expires_at: None,
             }],
-            created_at: now,
-            updated_at: now,
-            failing_since: None,
         }
     }
 
@@ -112,23 +117,12 @@ impl Subscription {
 
     /// The public view: everything but the secret.
     pub fn view(&self) -> SubscriptionView {
-        SubscriptionView {
-            id: self.id.clone(),
-            url: self.url.clone(),
-            events: self.events.clone(),
-            rooms: self.rooms.clone(),
-            description: self.description.clone(),
-            enabled: self.enabled,
-            disabled_reason: self.disabled_reason.clone(),
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            failing_since: self.failing_since,
-        }
+        self.info.clone()
     }
 }
 
 /// A subscription as the API shows it: everything but its secrets.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionView {
     pub id: String,
