@@ -141,6 +141,24 @@ pub fn webhook_body(event: &Event) -> Vec<u8> {
 }
 
 impl Event {
+    /// An event from its stored form, the webhook body, and its id.
+    pub fn from_body(id: String, body: &[u8]) -> Result<Self, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Body {
+            #[serde(rename = "type")]
+            kind: EventType,
+            timestamp: DateTime<Utc>,
+            data: serde_json::Value,
+        }
+        let b: Body = serde_json::from_slice(body)?;
+        Ok(Self {
+            id,
+            kind: b.kind,
+            timestamp: b.timestamp,
+            data: b.data,
+        })
+    }
+
     /// The room this event belongs to, if it is a room event.
     pub fn room_id(&self) -> Option<&str> {
         self.data.get("roomId").and_then(|v| v.as_str())

@@ -14,9 +14,12 @@
 //! - `config`: settings from a TOML file and the environment, typed and validated
 //! - `upstream`: the Room Status client and its typed failures
 //! - `retry_after`: parsing `Retry-After`
-//! - `store`: the sled store (rooms, snapshots, events, subscriptions, the delivery outbox)
+//! - `ids`: public ids and the monotonic ULID source behind them
+//! - `db`: what the store and the outbox share over sled (errors, record coding)
+//! - `store`: the sled store (rooms, snapshots, events), which opens the outbox
+//! - `outbox`: subscriptions, deliveries and their per-room lanes, kept in step on disk and in memory
 //! - `poller`: per-room polling loops around `poll_once`, backoff and upstream limits
-//! - `delivery`: the webhook engine: attempts, retries, order per room
+//! - `delivery`: the webhook engine around the outbox: concurrency, HTTP, signing, retries
 //! - `ssrf`: refusing private webhook targets, at check time and at connect time
 //! - `retention`: background pruning of old events and finished deliveries
 //! - `metrics`: Prometheus counters, histograms and scrape-time gauges
@@ -34,12 +37,15 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod db;
 pub mod delivery;
 pub mod demo;
 pub mod diff;
 pub mod event;
+pub mod ids;
 pub mod metrics;
 pub mod mock;
+pub mod outbox;
 pub mod poller;
 pub mod retention;
 pub mod retry_after;

@@ -23,11 +23,13 @@ pub async fn prune_once(
     now: DateTime<Utc>,
     retention: Duration,
 ) -> crate::store::Result<Pruned> {
-    let cutoff = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let cutoff = now
+        .checked_sub_signed(chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX))
+        .map_or(0, crate::store::ms);
     let mut pruned = Pruned::default();
     let mut cursor = None;
     loop {
-        let (n, next) = store.prune_deliveries(cutoff, cursor, BATCH)?;
+        let (n, next) = store.outbox().prune_deliveries(cutoff, cursor, BATCH)?;
         pruned.deliveries += n;
         tokio::task::yield_now().await;
         match next {
@@ -35,12 +37,14 @@ pub async fn prune_once(
             None => break,
         }
     }
+    let mut cursor = None;
     loop {
-        let n = store.prune_events(cutoff, BATCH)?;
+        let (n, next) = store.prune_events(cutoff, cursor, BATCH)?;
         pruned.events += n;
         tokio::task::yield_now().await;
-        if n < BATCH {
-            break;
+        match next {
+            Some(k) => cursor = Some(k),
+            None => break,
         }
     }
     Ok(pruned)

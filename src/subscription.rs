@@ -60,6 +60,7 @@ impl Subscription {
                 description,
                 enabled: true,
                 disabled_reason: None,
+                disabled_at: None,
                 created_at: now,
                 updated_at: now,
                 failing_since: None,
@@ -121,6 +122,38 @@ impl Subscription {
     }
 }
 
+/// A subscription ready to send to: its URL parsed and its secrets decoded
+/// once, shared by every delivery rather than cloned into each.
+#[derive(Debug)]
+pub struct Target {
+    pub sub: Subscription,
+    pub url: Option<url::Url>,
+    secrets: Vec<(Secret, Option<DateTime<Utc>>)>,
+}
+
+impl Target {
+    pub fn new(sub: Subscription) -> Self {
+        let secrets = sub
+            .secrets
+            .iter()
+            .filter_map(|s| Some((Secret::parse(&s.secret).ok()?, s.expires_at)))
+            .collect();
+        Self {
+            url: url::Url::parse(&sub.url).ok(),
+            sub,
+            secrets,
+        }
+    }
+
+    /// The secrets that sign at `now`.
+    pub fn live_secrets(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Secret> {
+        self.secrets
+            .iter()
+            .filter(move |(_, exp)| exp.is_none_or(|t| t > now))
+            .map(|(s, _)| s)
+    }
+}
+
 /// A subscription as the API shows it: everything but its secrets.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -135,6 +168,10 @@ pub struct SubscriptionView {
     pub enabled: bool,
     /// Why it was disabled (410 Gone, 5 days of failure, or by hand).
     pub disabled_reason: Option<String>,
+    /// When it was disabled: events from then until it is enabled again
+    /// are not queued for it; replay from this time to send them.
+    #[serde(default)]
+    pub disabled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The first failure since the last success.

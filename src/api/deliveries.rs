@@ -3,9 +3,7 @@
 use super::error::{ok, ok_value, ApiError, ApiJson, ApiPath, ApiQuery};
 use super::schema::{DeliveryPage, Envelope, ErrorEnvelope, Queued};
 use super::AppState;
-use crate::delivery::Delivery;
-use crate::delivery::DeliveryStatus;
-use crate::store::delivery_key_of;
+use crate::outbox::{Delivery, Retried};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -31,7 +29,7 @@ pub async fn list(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    if state.store.subscription(&id).is_none() {
+    if state.store.outbox().subscription(&id).is_none() {
         return Err(ApiError::NotFound(format!("no subscription {id:?}")));
     }
     let limit = q.limit.unwrap_or(100);
@@ -41,9 +39,11 @@ pub async fn list(
             super::events::MAX_PAGE
         )));
     }
-    let (deliveries, next) = state
-        .store
-        .list_deliveries(&id, q.before.as_deref(), limit)?;
+    let (deliveries, next) =
+        state
+            .store
+            .outbox()
+            .list_deliveries(&id, q.before.as_deref(), limit)?;
     Ok(ok_value(
         "Deliveries, newest first",
         DeliveryPage { deliveries, next },
@@ -63,24 +63,27 @@ pub async fn retry(
             "no delivery {delivery_id:?} for subscription {id:?}"
         ))
     };
-    let key = delivery_key_of(&delivery_id).ok_or_else(not_found)?;
-    let current = state
-        .store
-        .delivery_at(&key)?
-        .filter(|d| d.subscription_id == id)
-        .ok_or_else(not_found)?;
-    if current.status != DeliveryStatus::Failed {
-        return Err(ApiError::Conflict(format!(
-            "delivery is {:?}, only a failed one can be retried",
-            current.status
-        )));
+    let outbox = state.store.outbox();
+    if outbox
+        .delivery(&delivery_id)?
+        .is_none_or(|d| d.subscription_id != id)
+    {
+        return Err(not_found());
     }
-    let d = state
-        .store
-        .retry_delivery(&key, Utc::now())?
-        .ok_or_else(not_found)?;
-    state.wake.notify_one();
-    Ok(ok(StatusCode::ACCEPTED, "Delivery queued again", d))
+    match outbox.retry(&delivery_id)? {
+        Retried::NotFound => Err(not_found()),
+        Retried::NotFailed(d) => Err(ApiError::Conflict(format!(
+            "delivery is {:?}, only a failed one can be retried",
+            d.status
+        ))),
+        Retried::AlreadyQueued(other) => Err(ApiError::Conflict(format!(
+            "its event is already queued again as delivery {other}"
+        ))),
+        Retried::Queued(d) => {
+            state.wake.notify_one();
+            Ok(ok(StatusCode::ACCEPTED, "Delivery queued again", d))
+        }
+    }
 }
 
 /// Queue again every stored event since this time that the subscription wants.
@@ -100,9 +103,10 @@ pub async fn replay(
 ) -> Result<Response, ApiError> {
     let sub = state
         .store
+        .outbox()
         .subscription(&id)
         .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))?;
-    let queued = state.store.replay(&sub, body.since, Utc::now())?;
+    let queued = state.store.outbox().replay(&sub, body.since, Utc::now())?;
     state.wake.notify_one();
     Ok(ok(
         StatusCode::ACCEPTED,

@@ -23,7 +23,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if auth == Auth::Rejected {
         reasons.push("upstream rejects the organization id (401): check VERRIFLO_ORG_ID".into());
     }
-    let pending = state.store.pending_stats().map(|(n, _)| n).unwrap_or(0);
+    // Deliveries held for disabled subscriptions wait on the operator, not
+    // on this relay: only the backlog that can move counts.
+    let pending = state.store.outbox().deliverable();
     if pending > state.limits.ready_max_backlog {
         reasons.push(format!(
             "delivery backlog of {pending} is past RELAY_READY_MAX_BACKLOG ({})",
@@ -64,7 +66,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             .get_or_create(&Label { state: h.as_str() })
             .set(n as i64);
     }
-    let subs = state.store.subscriptions();
+    let subs = state.store.outbox().subscriptions();
     let enabled = subs.iter().filter(|s| s.enabled).count() as i64;
     m.subscriptions
         .get_or_create(&Label { state: "enabled" })
@@ -72,11 +74,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     m.subscriptions
         .get_or_create(&Label { state: "disabled" })
         .set(subs.len() as i64 - enabled);
-    if let Ok((pending, oldest)) = state.store.pending_stats() {
-        m.pending.set(pending as i64);
-        let age = oldest.map_or(0, |t| (chrono::Utc::now() - t).num_seconds().max(0));
-        m.oldest_pending_seconds.set(age);
-    }
+    let (pending, oldest) = state.store.outbox().pending();
+    m.pending.set(pending as i64);
+    let age = oldest.map_or(0, |t| (chrono::Utc::now() - t).num_seconds().max(0));
+    m.oldest_pending_seconds.set(age);
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -72,7 +72,7 @@ pub struct EventPage {
 
 #[derive(Serialize, ToSchema)]
 pub struct DeliveryPage {
-    pub deliveries: Vec<crate::delivery::Delivery>,
+    pub deliveries: Vec<crate::outbox::Delivery>,
     /// Pass as `before` for the next (older) page; null at the end.
     pub next: Option<String>,
 }

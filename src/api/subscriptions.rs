@@ -6,7 +6,7 @@ use super::schema::{
 };
 use super::AppState;
 use crate::event::{Event, EventType};
-use crate::store::event_id;
+use crate::ids::event_id;
 use crate::subscription::{validate_pattern, validate_url, Subscription, SubscriptionView};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -115,6 +115,7 @@ fn watch_rooms(state: &AppState, rooms: &[String]) -> Result<(), ApiError> {
 fn find(state: &AppState, id: &str) -> Result<Subscription, ApiError> {
     state
         .store
+        .outbox()
         .subscription(id)
         .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))
 }
@@ -142,19 +143,27 @@ pub async fn create(
         })
         .transpose()?;
     let url = check_url(&state, &body.url).await?;
-    if state.store.subscription_count() >= state.limits.max_subscriptions {
-        return Err(ApiError::LimitReached(format!(
-            "at most {} subscriptions (RELAY_MAX_SUBSCRIPTIONS)",
-            state.limits.max_subscriptions
-        )));
-    }
     let id = format!("sub_{}", state.store.next_ulid());
     let mut sub = Subscription::new(id, url, events, rooms, description, Utc::now());
     if let Some(secret) = own_secret {
         sub.secrets[0].secret = secret;
     }
+    let cap_reached = || {
+        ApiError::LimitReached(format!(
+            "at most {} subscriptions (RELAY_MAX_SUBSCRIPTIONS)",
+            state.limits.max_subscriptions
+        ))
+    };
+    // Checked first for a clear answer, and again atomically with the write.
+    if state.store.outbox().subscription_count() >= state.limits.max_subscriptions {
+        return Err(cap_reached());
+    }
     watch_rooms(&state, &sub.rooms)?;
-    state.store.insert_subscription(&sub)?;
+    let created = state
+        .store
+        .outbox()
+        .create_subscription(sub.clone(), state.limits.max_subscriptions)?;
+    created.map_err(|_| cap_reached())?;
     let data = CreatedSubscription {
         subscription: sub.view(),
         secret: sub.current_secret().to_string(),
@@ -167,6 +176,7 @@ pub async fn create(
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let all: Vec<SubscriptionView> = state
         .store
+        .outbox()
         .subscriptions()
         .iter()
         .map(Subscription::view)
@@ -209,7 +219,8 @@ pub async fn patch(
     let mut enabled_now = false;
     let updated = state
         .store
-        .update_subscription(&id, |s| {
+        .outbox()
+        .update_subscription(&id, now, |s| {
             if let Some(u) = url.clone() {
                 s.url = u;
             }
@@ -240,7 +251,6 @@ pub async fn patch(
         .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))?;
     if enabled_now {
         // Deliveries that waited while it was disabled go out again, in order.
-        state.store.wake_subscription(&id, now)?;
         state.wake.notify_one();
     }
     Ok(ok_value("Subscription updated", updated.view()))
@@ -253,7 +263,7 @@ pub async fn delete(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    if !state.store.delete_subscription(&id)? {
+    if !state.store.outbox().delete_subscription(&id)? {
         return Err(ApiError::NotFound(format!("no subscription {id:?}")));
     }
     Ok(ok_value(
@@ -286,7 +296,8 @@ pub async fn rotate(
     let now = Utc::now();
     let sub = state
         .store
-        .update_subscription(&id, |s| s.rotate(now))?
+        .outbox()
+        .update_subscription(&id, now, |s| s.rotate(now))?
         .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))?;
     let data = RotatedSecret {
         secret: sub.current_secret().to_string(),
@@ -308,12 +319,14 @@ pub async fn test(
     let sub = find(&state, &id)?;
     let now = Utc::now();
     let event = Event {
-        id: event_id(state.store.next_ulid()),
+        id: event_id(state.store.next_ulid().into()),
         kind: EventType::WebhookTest,
         timestamp: now,
         data: json!({"subscriptionId": sub.id, "message": "A test event from verriflo-relay"}),
     };
-    state.store.enqueue_test(&sub.id, &event, now)?;
+    if !state.store.outbox().enqueue_test(&sub.id, &event, now)? {
+        return Err(ApiError::NotFound(format!("no subscription {id:?}")));
+    }
     state.wake.notify_one();
     Ok(ok(StatusCode::ACCEPTED, "Test event queued", event))
 }

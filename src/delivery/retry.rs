@@ -1,6 +1,6 @@
 //! Pure retry decisions: what follows an attempt, and when.
 
-use super::Verdict;
+use crate::outbox::Verdict;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -33,8 +33,13 @@ pub fn verdict(
             Some(delay) => {
                 let jittered = delay.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0));
                 let wait = retry_after.map_or(jittered, |r| r.max(jittered));
-                let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::days(1));
-                Verdict::RetryAt(now + wait)
+                // A huge Retry-After or schedule entry waits as long as a
+                // date can say, never overflows.
+                let at = chrono::Duration::from_std(wait)
+                    .ok()
+                    .and_then(|w| now.checked_add_signed(w))
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                Verdict::RetryAt(at)
             }
         },
     }

@@ -1,11 +1,10 @@
 //! One webhook request: sign, POST, classify the answer.
 
 use super::retry::AttemptOutcome;
-use super::Attempt;
-use crate::event::{webhook_body, Event};
+use crate::outbox::Attempt;
 use crate::signing::signature_header;
 use crate::ssrf::{is_private, GuardedResolver};
-use crate::subscription::Subscription;
+use crate::subscription::Target;
 use chrono::{DateTime, Utc};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -38,25 +37,30 @@ impl Sender {
         }
     }
 
-    /// Send `event` to `sub` once.
+    /// Send the stored webhook `body` of event `event_id` to `target` once,
+    /// signed as it is.
     pub async fn send(
         &self,
-        sub: &Subscription,
-        event: &Event,
+        target: &Target,
+        event_id: &str,
+        body: Vec<u8>,
         now: DateTime<Utc>,
     ) -> (Attempt, AttemptOutcome) {
         let started = Instant::now();
-        let body = webhook_body(event);
         let timestamp = now.timestamp();
-        let secrets = sub.live_secrets(now);
-        let signature = signature_header(&secrets, &event.id, timestamp, &body);
-        let result = match self.refuse_literal(&sub.url) {
-            Some(refusal) => Err(refusal),
-            None => self
+        let signature = signature_header(target.live_secrets(now), event_id, timestamp, &body);
+        let refusal = match &target.url {
+            None => Some("url is not a URL".to_string()),
+            Some(url) => self.refuse_literal(url),
+        };
+        let result = match (refusal, &target.url) {
+            (Some(refusal), _) => Err(refusal),
+            (None, None) => Err("url is not a URL".to_string()),
+            (None, Some(url)) => self
                 .http
-                .post(&sub.url)
+                .post(url.clone())
                 .header("content-type", "application/json")
-                .header("webhook-id", &event.id)
+                .header("webhook-id", event_id)
                 .header("webhook-timestamp", timestamp.to_string())
                 .header("webhook-signature", signature)
                 .body(body)
@@ -106,12 +110,11 @@ impl Sender {
     }
 
     /// An IP-literal URL never reaches the resolver, so it is checked here.
-    fn refuse_literal(&self, url: &str) -> Option<String> {
+    fn refuse_literal(&self, url: &url::Url) -> Option<String> {
         if self.allow_private {
             return None;
         }
-        let parsed = url::Url::parse(url).ok()?;
-        let ip = match parsed.host()? {
+        let ip = match url.host()? {
             url::Host::Ipv4(v4) => IpAddr::V4(v4),
             url::Host::Ipv6(v6) => IpAddr::V6(v6),
             url::Host::Domain(_) => return None,

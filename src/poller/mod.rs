@@ -259,7 +259,7 @@ impl Poller {
                     Ok(PollCommit::Changed(events)) => {
                         // A change is seen once it is on disk: a crash after
                         // this cannot lose it. Concurrent polls share a flush.
-                        if let Err(e) = self.inner.store.ensure_durable().await {
+                        if let Err(e) = self.inner.store.ensure_all_durable().await {
                             warn!(error = %e, "could not flush the store");
                         }
                         for e in &events {

@@ -1,8 +1,21 @@
 //! Stored events: by id, and paged in emission order, optionally by room and type.
 
-use super::keys::{event_key_of, room_key, room_seq_key};
-use super::{decode, Result, Store};
+use super::keys::{room_key, room_seq_key};
+use super::{Result, Store, StoreError};
 use crate::event::{Event, EventType};
+use crate::ids::{event_id, event_key};
+
+/// An event from its stored form: the webhook body under its key.
+pub(super) fn decode_event(key: &[u8], body: &[u8]) -> Result<Event> {
+    let key = <[u8; 16]>::try_from(key).map_err(|_| StoreError::Corrupt {
+        tree: "events",
+        detail: "a key that is not an event id".into(),
+    })?;
+    Event::from_body(event_id(u128::from_be_bytes(key)), body).map_err(|e| StoreError::Corrupt {
+        tree: "events",
+        detail: e.to_string(),
+    })
+}
 
 /// At most this many entries are read for one page, so a filter that matches
 /// little never makes one request scan the whole store.
@@ -26,12 +39,13 @@ pub struct EventPage {
 
 impl Store {
     pub fn event(&self, id: &str) -> Result<Option<Event>> {
-        let Some(key) = event_key_of(id) else {
+        let Some(key) = event_key(id) else {
             return Ok(None);
         };
+        let key = key.to_be_bytes();
         self.events
             .get(key)?
-            .map(|b| decode("events", &b))
+            .map(|b| decode_event(&key, &b))
             .transpose()
     }
 
@@ -52,18 +66,16 @@ impl Store {
         match &filter.room {
             None => {
                 let start = match &filter.after {
-                    Some(after) => match event_key_of(after) {
-                        Some(k) => (u128::from_be_bytes(k).saturating_add(1))
-                            .to_be_bytes()
-                            .to_vec(),
+                    Some(after) => match event_key(after) {
+                        Some(k) => k.saturating_add(1).to_be_bytes().to_vec(),
                         None => return Ok(page),
                     },
                     None => Vec::new(),
                 };
                 for item in self.events.range(start..) {
-                    let (_, v) = item?;
+                    let (k, v) = item?;
                     scanned += 1;
-                    full = accept(decode("events", &v)?, &mut page);
+                    full = accept(decode_event(&k, &v)?, &mut page);
                     if full || scanned >= SCAN_BUDGET {
                         break;
                     }
@@ -90,7 +102,7 @@ impl Store {
                     let Some(v) = self.events.get(&ek)? else {
                         continue;
                     };
-                    full = accept(decode("events", &v)?, &mut page);
+                    full = accept(decode_event(&ek, &v)?, &mut page);
                     if full || scanned >= SCAN_BUDGET {
                         break;
                     }

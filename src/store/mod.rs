@@ -1,51 +1,20 @@
 //! The sled store: the only module that touches sled. One struct owns every tree.
 
-mod deliveries;
-mod delivery_admin;
 mod events;
 mod keys;
 mod retention;
 mod rooms;
-mod subscriptions;
 
-pub use deliveries::ms;
+pub use crate::db::{Result, StoreError};
+pub use crate::outbox::ms;
 pub use events::{EventFilter, EventPage};
-pub use keys::{delivery_id, delivery_key_of, event_id, event_key_of};
 pub use rooms::{PollCommit, RoomRecord};
 
-use crate::subscription::Subscription;
-use std::collections::HashMap;
+use crate::ids::Ids;
+use crate::outbox::Outbox;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("store: {0}")]
-    Sled(#[from] sled::Error),
-    #[error("store flush interrupted: {0}")]
-    Interrupted(String),
-    #[error("store holds an unreadable record in {tree}: {detail}")]
-    Corrupt { tree: &'static str, detail: String },
-}
-
-impl<E: Into<StoreError>> From<sled::transaction::TransactionError<E>> for StoreError {
-    fn from(e: sled::transaction::TransactionError<E>) -> Self {
-        match e {
-            sled::transaction::TransactionError::Abort(e) => e.into(),
-            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
-        }
-    }
-}
-
-impl StoreError {
-    /// The disk refused a read or write (full, read-only, gone).
-    pub fn is_io(&self) -> bool {
-        matches!(self, StoreError::Sled(sled::Error::Io(_)))
-    }
-}
-
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+use std::sync::Arc;
 
 /// Every tree of the data directory, opened in one place.
 #[derive(Clone)]
@@ -57,31 +26,18 @@ pub struct Store {
     events: sled::Tree,
     /// room key ++ sequence (big-endian) → event key
     room_events: sled::Tree,
-    /// subscription id → [`Subscription`]
-    subscriptions: sled::Tree,
-    /// delivery key (ULID) → [`crate::delivery::Delivery`]
-    deliveries: sled::Tree,
-    /// subscription id ++ 0 ++ delivery key → (): a subscription's history
-    sub_deliveries: sled::Tree,
-    /// subscription id ++ room key ++ event key → delivery key: pending, FIFO per room
-    lanes: sled::Tree,
-    /// subscription id ++ room key → u64: how many deliveries wait in that lane
-    lane_sizes: sled::Tree,
-    /// due time (ms, big-endian) ++ delivery key → (): what the engine sends next
-    due: sled::Tree,
-    /// Every subscription, in memory: the outbox matches events inside a
-    /// transaction, where sled cannot scan.
-    subs: Arc<RwLock<HashMap<String, Subscription>>>,
-    /// Outbox commits so far, and how many of them a flush has made durable:
-    /// the engine flushes only when something new was queued.
+    /// Subscriptions and deliveries: the outbox owns its tree.
+    outbox: Outbox,
+    /// Commits that queued deliveries so far (the outbox counts them), and
+    /// how many of them a flush has made durable.
     queued: Arc<AtomicU64>,
     durable: Arc<AtomicU64>,
     /// Serializes flushes (see [`Store::flush`]).
     flushing: Arc<tokio::sync::Mutex<()>>,
     /// Set once a flush fails.
     failed: Arc<tokio::sync::watch::Sender<Option<String>>>,
-    /// Event ids sort by time even within one millisecond.
-    ids: Arc<Mutex<ulid::Generator>>,
+    /// Event and delivery ids, growing even if the clock steps back.
+    ids: Arc<Ids>,
 }
 
 impl Store {
@@ -101,26 +57,39 @@ impl Store {
     }
 
     fn from_db(db: sled::Db) -> Result<Self> {
-        let store = Self {
+        let events = db.open_tree("events")?;
+        let largest = events
+            .last()?
+            .and_then(|(k, _)| <[u8; 16]>::try_from(k.as_ref()).ok())
+            .map_or(0, u128::from_be_bytes)
+            .max(Outbox::largest_key(&db)?);
+        let ids = Arc::new(Ids::seeded(largest));
+        let queued = Arc::new(AtomicU64::new(0));
+        let outbox = Outbox::open(&db, events.clone(), ids.clone(), queued.clone())?;
+        Ok(Self {
             rooms: db.open_tree("rooms")?,
-            events: db.open_tree("events")?,
+            events,
             room_events: db.open_tree("room_events")?,
-            subscriptions: db.open_tree("subscriptions")?,
-            deliveries: db.open_tree("deliveries")?,
-            sub_deliveries: db.open_tree("sub_deliveries")?,
-            lanes: db.open_tree("lanes")?,
-            lane_sizes: db.open_tree("lane_sizes")?,
-            due: db.open_tree("due")?,
-            subs: Arc::default(),
-            queued: Arc::default(),
+            outbox,
+            queued,
             durable: Arc::default(),
             flushing: Arc::default(),
             failed: Arc::new(tokio::sync::watch::channel(None).0),
-            ids: Arc::new(Mutex::new(ulid::Generator::new())),
+            ids,
             db,
-        };
-        store.load_subscriptions()?;
-        Ok(store)
+        })
+    }
+
+    /// The same data dir read back from disk as at start-up (for tests of
+    /// what a restart rebuilds).
+    #[cfg(test)]
+    pub(crate) fn reopen(&self) -> Result<Self> {
+        Self::from_db(self.db.clone())
+    }
+
+    /// The delivery outbox: subscriptions, deliveries, lanes.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// Make every commit so far durable. One flush covers all of them
@@ -179,21 +148,15 @@ impl Store {
         }
     }
 
-    /// Record that deliveries were queued (call after the commit).
-    pub(crate) fn note_queued(&self) {
-        self.queued.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Make sure every queued delivery's commit is on disk, flushing only if
-    /// something was queued since the last flush.
-    pub async fn ensure_durable(&self) -> Result<()> {
-        let target = self.queued.load(Ordering::SeqCst);
-        if self.durable.load(Ordering::SeqCst) >= target {
+    /// Make sure the first `queued` queueing commits are on disk, flushing
+    /// only if a flush has not covered them yet.
+    pub async fn ensure_durable(&self, queued: u64) -> Result<()> {
+        if self.durable.load(Ordering::SeqCst) >= queued {
             return Ok(());
         }
         let _turn = self.flushing.lock().await;
         // The flush that finished while we waited may cover us.
-        if self.durable.load(Ordering::SeqCst) >= target {
+        if self.durable.load(Ordering::SeqCst) >= queued {
             return Ok(());
         }
         let covered = self.queued.load(Ordering::SeqCst);
@@ -202,26 +165,19 @@ impl Store {
         Ok(())
     }
 
-    /// A fresh id that sorts after every id this process made before.
+    /// Make every queueing commit so far durable.
+    pub async fn ensure_all_durable(&self) -> Result<()> {
+        self.ensure_durable(self.queued.load(Ordering::SeqCst))
+            .await
+    }
+
+    /// A fresh id that sorts after every id stored or made before.
     pub fn next_ulid(&self) -> ulid::Ulid {
-        let mut g = self.ids.lock().expect("id generator lock");
-        // Overflow needs 2^80 ids in one millisecond; fall back rather than fail.
-        g.generate().unwrap_or_else(|_| ulid::Ulid::new())
+        ulid::Ulid::from(self.ids.next())
     }
 
     /// A cheap check for `/readyz`: readable, and no write has failed.
     pub fn is_open(&self) -> bool {
         self.db.get(b"__probe").is_ok() && self.failed.borrow().is_none()
     }
-}
-
-fn decode<T: serde::de::DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        tree,
-        detail: e.to_string(),
-    })
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("records always serialize")
 }

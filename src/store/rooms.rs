@@ -1,13 +1,13 @@
 //! Watched rooms, their last snapshots, and the transaction that turns a poll
 //! into stored events.
 
-use super::deliveries::Outbox;
-use super::keys::{event_id, room_seq_key};
-use super::{decode, encode, Result, Store, StoreError};
+use super::keys::room_seq_key;
+use super::{Result, Store, StoreError};
+use crate::db::{decode, encode};
 use crate::diff::build_events;
-use crate::event::Event;
+use crate::event::{webhook_body, Event};
+use crate::ids::{event_id, event_key};
 use crate::room::{RoomId, RoomStatus};
-use crate::subscription::Subscription;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, Transactional};
@@ -127,79 +127,66 @@ impl Store {
             Some(r) if r.snapshot.as_ref() == Some(current) => return Ok(PollCommit::Unchanged),
             Some(_) => {}
         }
-        // Who gets this room's events, decided once, outside the transaction.
-        let targets: Vec<Subscription> = self
-            .subscriptions()
-            .into_iter()
-            .filter(|s| s.enabled)
-            .collect();
-        let trees = (
-            &self.rooms,
-            &self.events,
-            &self.room_events,
-            &self.deliveries,
-            &self.sub_deliveries,
-            &self.lanes,
-            &self.lane_sizes,
-            &self.due,
-        );
-        let outcome = trees.transaction(
-            |(rooms, events, room_events, deliveries, sub_deliveries, lanes, lane_sizes, due)| {
-                let outbox = Outbox {
-                    deliveries,
-                    sub_deliveries,
-                    lanes,
-                    lane_sizes,
-                    due,
-                };
+        // The outbox stays locked from planning to applying: no subscription
+        // changes between choosing the targets and committing their deliveries.
+        let outcome = self.outbox.locked(|state| {
+            let trees = (
+                &self.rooms,
+                &self.events,
+                &self.room_events,
+                self.outbox.tree(),
+            );
+            let committed = trees.transaction(|(rooms, events, room_events, outbox)| {
                 let Some(bytes) = rooms.get(key)? else {
-                    return Ok(PollCommit::NotWatched);
+                    return Ok((PollCommit::NotWatched, None));
                 };
                 let mut record: RoomRecord =
                     decode("rooms", &bytes).map_err(ConflictableTransactionError::Abort)?;
                 if record.watched_since.is_none() {
-                    return Ok(PollCommit::NotWatched);
+                    return Ok((PollCommit::NotWatched, None));
                 }
                 let previous = record.snapshot.take();
                 if previous.as_ref() == Some(current) {
-                    return Ok(PollCommit::Unchanged);
+                    return Ok((PollCommit::Unchanged, None));
                 }
                 if previous.is_none() && !initial_events {
                     record.snapshot = Some(current.clone());
                     rooms.insert(key, encode(&record))?;
-                    return Ok(PollCommit::Baseline);
+                    return Ok((PollCommit::Baseline, None));
                 }
                 let stored = build_events(
                     previous.as_ref(),
                     current,
                     record.sequence + 1,
                     seen_at,
-                    || event_id(self.next_ulid()),
+                    || event_id(self.ids.next_at(crate::outbox::ms(seen_at))),
                 );
                 for event in &stored {
-                    let ek = super::event_key_of(&event.id).expect("our own id");
-                    events.insert(&ek, encode(event))?;
+                    let ek = event_key(&event.id).expect("our own id").to_be_bytes();
+                    events.insert(&ek, webhook_body(event))?;
                     let seq = event.sequence().expect("room events have a sequence");
                     room_events.insert(room_seq_key(room.as_str(), seq), &ek)?;
                     record.sequence = seq;
-                    // The outbox commits with the event: nothing is lost between them.
-                    for sub in targets.iter().filter(|s| s.wants(event)) {
-                        outbox.enqueue(self, event, &sub.id, seen_at)?;
-                    }
                 }
+                // The outbox commits with the events: nothing is lost between them.
+                let plan = self.outbox.plan(state, &stored, seen_at);
+                outbox.apply_batch(plan.batch())?;
                 if !stored.is_empty() {
                     record.last_changed_at = Some(seen_at);
                 }
                 record.snapshot = Some(current.clone());
                 rooms.insert(key, encode(&record))?;
-                Ok(PollCommit::Changed(stored))
-            },
-        );
-        let outcome = outcome
-            .map_err(|e: sled::transaction::TransactionError<StoreError>| StoreError::from(e))?;
-        if matches!(outcome, PollCommit::Changed(_)) {
-            self.note_queued();
-        }
+                Ok((PollCommit::Changed(stored), Some(plan)))
+            });
+            let (outcome, plan) =
+                committed.map_err(|e: sled::transaction::TransactionError<StoreError>| {
+                    StoreError::from(e)
+                })?;
+            if let Some(plan) = plan {
+                self.outbox.applied(state, plan);
+            }
+            Ok::<_, StoreError>(outcome)
+        })?;
         Ok(outcome)
     }
 }

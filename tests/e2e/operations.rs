@@ -99,7 +99,7 @@ async fn metrics_equal_what_happened() {
 #[tokio::test]
 async fn retention_prunes_what_is_old_and_keeps_the_rest() {
     use chrono::{Duration as D, Utc};
-    use verriflo_relay::delivery::{Attempt, Verdict};
+    use verriflo_relay::outbox::{Attempt, Completion, Health, Verdict};
     use verriflo_relay::room::{RoomId, RoomStatus};
     use verriflo_relay::store::Store;
     use verriflo_relay::subscription::Subscription;
@@ -114,7 +114,11 @@ async fn retention_prunes_what_is_old_and_keeps_the_rest() {
         None,
         now,
     );
-    store.insert_subscription(&sub).unwrap();
+    store
+        .outbox()
+        .create_subscription(sub, 10)
+        .unwrap()
+        .unwrap();
     let room = RoomId::parse("r").unwrap();
     store.watch(&room, now).unwrap();
     store
@@ -132,14 +136,16 @@ async fn retention_prunes_what_is_old_and_keeps_the_rest() {
             false,
         )
         .unwrap();
-    let (first, _) = store.list_deliveries("sub_1", None, 10).unwrap();
+    let (first, _) = store.outbox().list_deliveries("sub_1", None, 10).unwrap();
     assert_eq!(first.len(), 2);
     // The older delivery (room.created) finished; the newer one is pending.
     let done = first
         .iter()
         .find(|d| d.event_type == "room.created")
         .unwrap();
-    let key = verriflo_relay::store::delivery_key_of(&done.id).unwrap();
+    let mut claims = store.outbox().claim(now, 10).unwrap().claims;
+    assert_eq!(claims.len(), 1, "one head per lane");
+    assert_eq!(claims[0].delivery.id, done.id);
     let attempt = Attempt {
         at: now,
         status_code: Some(200),
@@ -147,9 +153,13 @@ async fn retention_prunes_what_is_old_and_keeps_the_rest() {
         duration_ms: 1,
         response: None,
     };
-    store
-        .finish_attempts(&[(key, attempt, Verdict::Succeeded)])
-        .unwrap();
+    let completion = Completion {
+        claim: claims.remove(0),
+        attempt,
+        verdict: Verdict::Succeeded,
+        health: Health::Success,
+    };
+    store.outbox().complete(vec![completion], now).unwrap();
 
     let retention = std::time::Duration::from_secs(30 * 24 * 3600);
     // Nothing is old yet.
@@ -164,7 +174,7 @@ async fn retention_prunes_what_is_old_and_keeps_the_rest() {
         .await
         .unwrap();
     assert_eq!(p.deliveries, 1);
-    let (left, _) = store.list_deliveries("sub_1", None, 10).unwrap();
+    let (left, _) = store.outbox().list_deliveries("sub_1", None, 10).unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].event_type, "room.started");
     assert!(

@@ -33,6 +33,9 @@ pub struct Delivery {
     pub event_type: String,
     /// The room whose order this delivery keeps; None for `webhook.test`.
     pub room_id: Option<String>,
+    /// The event's place in its room: a lane is sent in this order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
     pub status: DeliveryStatus,
     pub attempts: Vec<Attempt>,
     /// Attempts before this index belong to an earlier run of the retry
@@ -48,6 +51,15 @@ impl Delivery {
     /// The ordering lane within its subscription: the room, or "" for tests.
     pub fn lane(&self) -> &str {
         self.room_id.as_deref().unwrap_or("")
+    }
+
+    /// Its place in the lane: the room's `sequence`; for test events (a
+    /// lane of their own), the event id, which grows with time.
+    pub fn lane_order(&self) -> u128 {
+        match self.sequence {
+            Some(seq) => seq as u128,
+            None => crate::ids::event_key(&self.event_id).unwrap_or(0),
+        }
     }
 }
 

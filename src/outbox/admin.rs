@@ -1,0 +1,171 @@
+//! An operator's hands on the outbox: retry by hand, replay, test events.
+
+use super::index::Entry;
+use super::model::{Delivery, DeliveryStatus};
+use super::{keys, lane_of, ms, Outbox, Plan};
+use crate::db::{encode, Result, StoreError};
+use crate::event::Event;
+use crate::ids::floor_of_ms;
+use crate::subscription::Subscription;
+use chrono::{DateTime, Utc};
+use sled::Transactional;
+use std::sync::atomic::Ordering;
+
+/// What a retry by hand came to.
+#[derive(Debug)]
+pub enum Retried {
+    NotFound,
+    /// Only a failed delivery can be retried; this is where it stands.
+    NotFailed(Delivery),
+    /// Its event already waits in the lane (a replay queued it): this one.
+    AlreadyQueued(String),
+    Queued(Delivery),
+}
+
+impl Outbox {
+    /// Send a failed delivery again: back into its lane at its event's
+    /// place, due now (after a delivery in flight in that lane).
+    pub fn retry(&self, id: &str) -> Result<Retried> {
+        let Some(dk) = crate::ids::delivery_key(id) else {
+            return Ok(Retried::NotFound);
+        };
+        let mut state = self.lock();
+        let Some(mut d) = self.delivery_at(dk)? else {
+            return Ok(Retried::NotFound);
+        };
+        if d.status != DeliveryStatus::Failed {
+            return Ok(Retried::NotFailed(d));
+        }
+        let lane = lane_of(&d);
+        let order = d.lane_order();
+        let lk = keys::lane_key(&lane, order);
+        if let Some(v) = self.inner.tree.get(&lk)? {
+            let other = keys::decode_entry(order, &v)
+                .map(|e| e.delivery)
+                .unwrap_or(0);
+            return Ok(Retried::AlreadyQueued(crate::ids::delivery_id(other)));
+        }
+        d.status = DeliveryStatus::Pending;
+        d.schedule_start = d.attempts.len();
+        d.next_attempt_at = None;
+        let entry = Entry {
+            order,
+            delivery: dk,
+            event: crate::ids::event_key(&d.event_id).unwrap_or(0),
+            not_before: 0,
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(&keys::delivery_key(dk)[..], encode(&d));
+        batch.insert(lk, &keys::encode_entry(&entry)[..]);
+        self.inner.tree.apply_batch(batch)?;
+        self.inner.queued.fetch_add(1, Ordering::SeqCst);
+        state.index.add(&lane, entry);
+        Ok(Retried::Queued(d))
+    }
+
+    /// Queue again every stored event since `since` that `sub` wants and
+    /// whose lane does not hold it already, a few hundred per write.
+    pub fn replay(
+        &self,
+        sub: &Subscription,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<usize> {
+        const CHUNK: usize = 256;
+        let mut queued = 0;
+        let mut from = floor_of_ms(ms(since));
+        loop {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            let mut last = None;
+            for item in self.inner.events.range(from.to_be_bytes()..).take(CHUNK) {
+                let (k, v) = item?;
+                let key = u128::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 16]));
+                last = Some(key);
+                let event = Event::from_body(crate::ids::event_id(key), &v).map_err(|e| {
+                    StoreError::Corrupt {
+                        tree: "events",
+                        detail: e.to_string(),
+                    }
+                })?;
+                if event.timestamp >= since && sub.wants(&event) {
+                    chunk.push(event);
+                }
+            }
+            queued += self.replay_chunk(&sub.id, &chunk, now)?;
+            match last {
+                Some(k) => from = k + 1,
+                None => return Ok(queued),
+            }
+        }
+    }
+
+    fn replay_chunk(&self, sub: &str, events: &[Event], now: DateTime<Utc>) -> Result<usize> {
+        let mut state = self.lock();
+        let Some(target) = state.subs.get(sub).cloned() else {
+            return Ok(0);
+        };
+        let mut plan = Plan {
+            batch: sled::Batch::default(),
+            added: Vec::new(),
+        };
+        for event in events {
+            let lane = super::LaneId {
+                sub: sub.into(),
+                room: event.room_id().unwrap_or("").into(),
+            };
+            let order = match event.sequence() {
+                Some(seq) => seq as u128,
+                None => crate::ids::event_key(&event.id).unwrap_or(0),
+            };
+            let queued_already = plan
+                .added
+                .iter()
+                .any(|(l, e)| l == &lane && e.order == order);
+            if queued_already || self.inner.tree.contains_key(keys::lane_key(&lane, order))? {
+                continue;
+            }
+            self.plan_one(&mut plan, &target, event, now);
+        }
+        let n = plan.added.len();
+        self.inner
+            .tree
+            .apply_batch(std::mem::take(&mut plan.batch))?;
+        self.applied(&mut state, plan);
+        Ok(n)
+    }
+
+    /// Store a `webhook.test` event and queue it for one subscription, in
+    /// one transaction: the event is never missing for its delivery.
+    pub fn enqueue_test(&self, sub: &str, event: &Event, now: DateTime<Utc>) -> Result<bool> {
+        let mut state = self.lock();
+        let Some(target) = state.subs.get(sub).cloned() else {
+            return Ok(false);
+        };
+        let mut plan = Plan {
+            batch: sled::Batch::default(),
+            added: Vec::new(),
+        };
+        self.plan_one(&mut plan, &target, event, now);
+        let ek = crate::ids::event_key(&event.id).unwrap_or(0).to_be_bytes();
+        let body = crate::event::webhook_body(event);
+        (&self.inner.events, &self.inner.tree)
+            .transaction(|(events, outbox)| {
+                events.insert(&ek, body.as_slice())?;
+                outbox.apply_batch(&plan.batch)?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(StoreError::from)?;
+        self.applied(&mut state, plan);
+        Ok(true)
+    }
+
+    /// Every delivery record on disk (for checks in tests).
+    #[cfg(test)]
+    pub(crate) fn all_deliveries(&self) -> Vec<Delivery> {
+        self.inner
+            .tree
+            .scan_prefix([keys::DELIVERY])
+            .map(|i| super::claim::decode_delivery(&i.unwrap().1).unwrap())
+            .collect()
+    }
+}

@@ -1,0 +1,129 @@
+//! The outbox's one sled tree: a prefix byte per record kind, so one
+//! atomic batch can change a delivery, its lane and its subscription.
+//!
+//! - `S` sub id → subscription JSON
+//! - `D` delivery key → delivery JSON
+//! - `H` sub id, 0, delivery key → (): a subscription's history
+//! - `L` sub id, 0, room key, order → lane entry: pending, in lane order
+
+use super::index::{Entry, LaneId};
+
+pub const SUB: u8 = b'S';
+pub const DELIVERY: u8 = b'D';
+pub const HISTORY: u8 = b'H';
+pub const LANE: u8 = b'L';
+
+pub fn sub_key(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.len());
+    k.push(SUB);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub fn delivery_key(d: u128) -> [u8; 17] {
+    let mut k = [DELIVERY; 17];
+    k[1..].copy_from_slice(&d.to_be_bytes());
+    k
+}
+
+/// `H` + sub id + 0: every delivery of one subscription, oldest first.
+pub fn history_prefix(sub: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + sub.len() + 16);
+    k.push(HISTORY);
+    k.extend_from_slice(sub.as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn history_key(sub: &str, d: u128) -> Vec<u8> {
+    let mut k = history_prefix(sub);
+    k.extend_from_slice(&d.to_be_bytes());
+    k
+}
+
+/// `L` + sub id + 0: every lane of one subscription.
+pub fn sub_lanes_prefix(sub: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + sub.len());
+    k.push(LANE);
+    k.extend_from_slice(sub.as_bytes());
+    k.push(0);
+    k
+}
+
+/// One lane: the room is length-prefixed so no room's keys prefix another's.
+pub fn lane_prefix(lane: &LaneId) -> Vec<u8> {
+    let mut k = sub_lanes_prefix(&lane.sub);
+    k.extend_from_slice(&(lane.room.len() as u16).to_be_bytes());
+    k.extend_from_slice(lane.room.as_bytes());
+    k
+}
+
+pub fn lane_key(lane: &LaneId, order: u128) -> Vec<u8> {
+    let mut k = lane_prefix(lane);
+    k.extend_from_slice(&order.to_be_bytes());
+    k
+}
+
+/// A lane key back into its lane and order.
+pub fn split_lane_key(k: &[u8]) -> Option<(LaneId, u128)> {
+    let rest = k.strip_prefix(&[LANE])?;
+    let nul = rest.iter().position(|b| *b == 0)?;
+    let sub = std::str::from_utf8(&rest[..nul]).ok()?;
+    let rest = &rest[nul + 1..];
+    let len = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+    let room = std::str::from_utf8(rest.get(2..2 + len)?).ok()?;
+    let order = u128::from_be_bytes(rest.get(2 + len..)?.try_into().ok()?);
+    Some((
+        LaneId {
+            sub: sub.into(),
+            room: room.into(),
+        },
+        order,
+    ))
+}
+
+/// A lane entry's value: delivery, event, not-before (ms).
+pub fn encode_entry(e: &Entry) -> [u8; 40] {
+    let mut v = [0u8; 40];
+    v[..16].copy_from_slice(&e.delivery.to_be_bytes());
+    v[16..32].copy_from_slice(&e.event.to_be_bytes());
+    v[32..].copy_from_slice(&e.not_before.to_be_bytes());
+    v
+}
+
+pub fn decode_entry(order: u128, v: &[u8]) -> Option<Entry> {
+    Some(Entry {
+        order,
+        delivery: u128::from_be_bytes(v.get(..16)?.try_into().ok()?),
+        event: u128::from_be_bytes(v.get(16..32)?.try_into().ok()?),
+        not_before: u64::from_be_bytes(v.get(32..40)?.try_into().ok()?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lane_keys_round_trip_and_sort_by_order() {
+        let lane = LaneId {
+            sub: "sub_1".into(),
+            room: "math/101 ü".into(),
+        };
+        let k = lane_key(&lane, 7);
+        assert_eq!(split_lane_key(&k), Some((lane.clone(), 7)));
+        assert!(lane_key(&lane, 255) < lane_key(&lane, 256));
+        let other = LaneId {
+            sub: "sub_1".into(),
+            room: "math".into(),
+        };
+        assert!(!lane_key(&lane, 1).starts_with(&lane_prefix(&other)));
+        let e = Entry {
+            order: 7,
+            delivery: 1 << 100,
+            event: 3,
+            not_before: 9,
+        };
+        assert_eq!(decode_entry(7, &encode_entry(&e)), Some(e));
+    }
+}

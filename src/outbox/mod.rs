@@ -1,0 +1,237 @@
+//! The delivery outbox: the one owner of subscriptions, deliveries and their
+//! per-(subscription, room) lanes, on disk and in memory.
+//!
+//! Every change happens under one lock, writes its records in one atomic
+//! batch (or inside the poll's transaction), and only then updates the
+//! in-memory [`index::Index`]. So the disk and the index never disagree, a
+//! delivery is visible to the engine only once its commit is done, and the
+//! running figures (pending, oldest, events needed) are never scans.
+//!
+//! Guarantees kept here, and checked against a model in `tests`:
+//! one entry per event per lane; lanes in the room's `sequence` order; an
+//! event stored before or with any delivery of it; every pending delivery
+//! due, in flight, behind a due head, or held with its disabled
+//! subscription; nothing left of a deleted subscription.
+
+mod admin;
+mod claim;
+mod index;
+mod keys;
+mod model;
+mod open;
+mod prune;
+mod subs;
+#[cfg(test)]
+mod tests;
+
+pub use admin::Retried;
+pub use claim::{Claim, Completion, Health};
+pub use index::LaneId;
+pub use model::{Attempt, Delivery, DeliveryStatus, Verdict};
+
+use crate::db::{encode, Result};
+use crate::event::Event;
+use crate::ids::Ids;
+use crate::subscription::Target;
+use chrono::{DateTime, Utc};
+use index::{Entry, Index};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tree: sled::Tree,
+    /// The store's events (webhook bodies by event key): read for claims and
+    /// replays, written with a test event's delivery.
+    events: sled::Tree,
+    ids: Arc<Ids>,
+    /// Commits that queued work; the engine makes them durable before sending.
+    queued: Arc<AtomicU64>,
+    state: Mutex<State>,
+}
+
+pub(crate) struct State {
+    subs: BTreeMap<String, Arc<Target>>,
+    index: Index,
+}
+
+/// Deliveries planned inside a poll's transaction, applied to memory after it.
+pub(crate) struct Plan {
+    batch: sled::Batch,
+    added: Vec<(LaneId, Entry)>,
+}
+
+impl Plan {
+    pub(crate) fn batch(&self) -> &sled::Batch {
+        &self.batch
+    }
+}
+
+pub fn ms(t: DateTime<Utc>) -> u64 {
+    t.timestamp_millis().max(0) as u64
+}
+
+impl Outbox {
+    /// The outbox's tree, for the poll's transaction.
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.inner.tree
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().expect("outbox lock")
+    }
+
+    /// Queue `events` (already built, about to be stored) for every enabled
+    /// subscription that wants them. Runs under the caller's lock, inside
+    /// the poll's transaction; [`Outbox::applied`] follows the commit.
+    pub(crate) fn plan(&self, state: &State, events: &[Event], now: DateTime<Utc>) -> Plan {
+        let mut plan = Plan {
+            batch: sled::Batch::default(),
+            added: Vec::new(),
+        };
+        for event in events {
+            for target in state.subs.values() {
+                if target.sub.enabled && target.sub.wants(event) {
+                    self.plan_one(&mut plan, target, event, now);
+                }
+            }
+        }
+        plan
+    }
+
+    /// Queue one event for one subscription (the caller checked that its
+    /// lane holds no entry for this event).
+    fn plan_one(&self, plan: &mut Plan, target: &Target, event: &Event, now: DateTime<Utc>) {
+        let dk = self.inner.ids.next_at(ms(now));
+        let delivery = Delivery {
+            id: crate::ids::delivery_id(dk),
+            subscription_id: target.sub.id.clone(),
+            event_id: event.id.clone(),
+            event_type: event.kind.as_str().to_string(),
+            room_id: event.room_id().map(str::to_string),
+            sequence: event.sequence(),
+            status: DeliveryStatus::Pending,
+            attempts: Vec::new(),
+            schedule_start: 0,
+            created_at: now,
+            next_attempt_at: None,
+        };
+        let lane = lane_of(&delivery);
+        let entry = Entry {
+            order: delivery.lane_order(),
+            delivery: dk,
+            event: crate::ids::event_key(&event.id).unwrap_or(0),
+            not_before: 0,
+        };
+        plan.batch
+            .insert(&keys::delivery_key(dk)[..], encode(&delivery));
+        plan.batch
+            .insert(keys::history_key(&lane.sub, dk), &[] as &[u8]);
+        plan.batch.insert(
+            keys::lane_key(&lane, entry.order),
+            &keys::encode_entry(&entry)[..],
+        );
+        plan.added.push((lane, entry));
+    }
+
+    /// A planned batch is committed: make its deliveries visible.
+    pub(crate) fn applied(&self, state: &mut State, plan: Plan) {
+        if plan.added.is_empty() {
+            return;
+        }
+        self.inner.queued.fetch_add(1, Ordering::SeqCst);
+        for (lane, entry) in plan.added {
+            state.index.add(&lane, entry);
+        }
+    }
+
+    /// Run `f` with the outbox locked: the poll's commit plans and applies
+    /// under it, so no subscription changes in between.
+    pub(crate) fn locked<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.lock())
+    }
+
+    /// Pending deliveries, and when the oldest of them was queued.
+    pub fn pending(&self) -> (u64, Option<DateTime<Utc>>) {
+        let state = self.lock();
+        let oldest = state
+            .index
+            .oldest_ms()
+            .and_then(|ms| DateTime::from_timestamp_millis(ms as i64));
+        (state.index.pending(), oldest)
+    }
+
+    /// Pending deliveries of enabled subscriptions: the backlog that can move.
+    pub fn deliverable(&self) -> u64 {
+        let state = self.lock();
+        state
+            .subs
+            .values()
+            .filter(|t| t.sub.enabled)
+            .map(|t| state.index.pending_of(&t.sub.id))
+            .sum()
+    }
+
+    pub fn pending_of(&self, sub: &str) -> u64 {
+        self.lock().index.pending_of(sub)
+    }
+
+    /// When the next waiting head falls due.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        let next = self.lock().index.next_due()?;
+        DateTime::from_timestamp_millis(next.min(i64::MAX as u64) as i64)
+    }
+
+    /// Commits that queued work so far: [`Claims::queued`] is one of these.
+    pub fn queued_commits(&self) -> u64 {
+        self.inner.queued.load(Ordering::SeqCst)
+    }
+
+    pub fn delivery(&self, id: &str) -> Result<Option<Delivery>> {
+        match crate::ids::delivery_key(id) {
+            Some(k) => self.delivery_at(k),
+            None => Ok(None),
+        }
+    }
+
+    fn delivery_at(&self, dk: u128) -> Result<Option<Delivery>> {
+        self.inner
+            .tree
+            .get(keys::delivery_key(dk))?
+            .map(|v| crate::db::decode("outbox", &v))
+            .transpose()
+    }
+
+    /// The first entry of a lane on disk: its head.
+    fn first_in_lane(&self, lane: &LaneId) -> Result<Option<Entry>> {
+        let Some((k, v)) = self
+            .inner
+            .tree
+            .scan_prefix(keys::lane_prefix(lane))
+            .next()
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        Ok(keys::split_lane_key(&k).and_then(|(_, order)| keys::decode_entry(order, &v)))
+    }
+
+    /// Set a lane's head from disk.
+    fn refresh_head(&self, state: &mut State, lane: &LaneId) -> Result<()> {
+        let head = self.first_in_lane(lane)?;
+        state.index.set_head(lane, head);
+        Ok(())
+    }
+}
+
+pub fn lane_of(d: &Delivery) -> LaneId {
+    LaneId {
+        sub: d.subscription_id.as_str().into(),
+        room: d.lane().into(),
+    }
+}

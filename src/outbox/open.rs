@@ -1,0 +1,122 @@
+//! Opening the outbox: subscriptions and lanes read back from disk into
+//! memory, and whatever a crash left half-done finished or removed.
+
+use super::index::Index;
+use super::{keys, Inner, Outbox, State};
+use crate::db::{decode, Result};
+use crate::ids::Ids;
+use crate::subscription::{Subscription, Target};
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use tracing::info;
+
+/// Trees of the first outbox layout, replaced by the one `outbox` tree.
+const OLD_TREES: [&str; 5] = ["deliveries", "sub_deliveries", "lanes", "lane_sizes", "due"];
+
+impl Outbox {
+    pub(crate) fn open(
+        db: &sled::Db,
+        events: sled::Tree,
+        ids: Arc<Ids>,
+        queued: Arc<AtomicU64>,
+    ) -> Result<Self> {
+        let tree = db.open_tree("outbox")?;
+        migrate_subscriptions(db, &tree)?;
+        let mut subs = BTreeMap::new();
+        for item in tree.scan_prefix([keys::SUB]) {
+            let (_, v) = item?;
+            let sub: Subscription = decode("outbox", &v)?;
+            subs.insert(sub.id.clone(), Arc::new(Target::new(sub)));
+        }
+        let mut index = Index::default();
+        for target in subs.values().filter(|t| !t.sub.enabled) {
+            index.hold(&target.sub.id.as_str().into());
+        }
+        let mut orphans = sled::Batch::default();
+        for item in tree.scan_prefix([keys::LANE]) {
+            let (k, v) = item?;
+            let parsed = keys::split_lane_key(&k)
+                .and_then(|(lane, order)| Some((lane, keys::decode_entry(order, &v)?)));
+            match parsed {
+                Some((lane, entry)) if subs.contains_key(&*lane.sub) => {
+                    index.add(&lane, entry);
+                }
+                // A subscription deleted by a crashed process: finish the job.
+                _ => orphans.remove(k),
+            }
+        }
+        tree.apply_batch(orphans)?;
+        sweep_deleted_history(&tree, &subs)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                tree,
+                events,
+                ids,
+                queued,
+                state: Mutex::new(State { subs, index }),
+            }),
+        })
+    }
+
+    /// The largest delivery key stored, to seed the id source.
+    pub(crate) fn largest_key(db: &sled::Db) -> Result<u128> {
+        let tree = db.open_tree("outbox")?;
+        let last = tree.scan_prefix([keys::DELIVERY]).next_back().transpose()?;
+        Ok(last
+            .and_then(|(k, _)| {
+                k.get(1..17)
+                    .map(|b| u128::from_be_bytes(b.try_into().unwrap()))
+            })
+            .unwrap_or(0))
+    }
+}
+
+/// The first layout kept subscriptions in a tree of their own and the
+/// outbox in five more: move the subscriptions over, drop the rest (their
+/// pending deliveries were the first layout's; see the README on upgrading).
+fn migrate_subscriptions(db: &sled::Db, tree: &sled::Tree) -> Result<()> {
+    let old = db.open_tree("subscriptions")?;
+    if !old.is_empty() {
+        let mut batch = sled::Batch::default();
+        for item in old.iter() {
+            let (k, v) = item?;
+            let mut key = vec![keys::SUB];
+            key.extend_from_slice(&k);
+            batch.insert(key, v);
+        }
+        tree.apply_batch(batch)?;
+        old.clear()?;
+        info!("subscriptions moved to the new outbox layout");
+    }
+    for name in OLD_TREES {
+        if db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == name.as_bytes())
+        {
+            db.drop_tree(name)?;
+        }
+    }
+    Ok(())
+}
+
+/// History rows of subscriptions that no longer exist (a delete cut short).
+fn sweep_deleted_history(tree: &sled::Tree, subs: &BTreeMap<String, Arc<Target>>) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    for item in tree.scan_prefix([keys::HISTORY]) {
+        let (k, _) = item?;
+        let Some(rest) = k.get(1..k.len().saturating_sub(17)) else {
+            continue;
+        };
+        let sub = std::str::from_utf8(rest).unwrap_or("");
+        if !subs.contains_key(sub) {
+            if let Ok(dk) = <[u8; 16]>::try_from(&k[k.len() - 16..]) {
+                batch.remove(&keys::delivery_key(u128::from_be_bytes(dk))[..]);
+            }
+            batch.remove(k);
+        }
+    }
+    tree.apply_batch(batch)?;
+    Ok(())
+}

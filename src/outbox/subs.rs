@@ -1,0 +1,171 @@
+//! Subscriptions, owned by the outbox: each change and what it does to the
+//! subscription's deliveries is one atomic write.
+
+use super::claim::decode_delivery;
+use super::{keys, Outbox};
+use crate::db::{encode, Result};
+use crate::subscription::{Subscription, Target};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
+/// A create refused because the cap on subscriptions is reached.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CapReached;
+
+impl Outbox {
+    /// Store a new subscription unless `max` already exist (checked and
+    /// written under one lock, so concurrent creates cannot pass the cap).
+    pub fn create_subscription(
+        &self,
+        sub: Subscription,
+        max: usize,
+    ) -> Result<Result<(), CapReached>> {
+        let mut state = self.lock();
+        if state.subs.len() >= max {
+            return Ok(Err(CapReached));
+        }
+        self.inner
+            .tree
+            .insert(keys::sub_key(&sub.id), encode(&sub))?;
+        let id = sub.id.clone();
+        self.put_target(&mut state, sub, &id);
+        Ok(Ok(()))
+    }
+
+    pub fn subscription(&self, id: &str) -> Option<Subscription> {
+        self.lock().subs.get(id).map(|t| t.sub.clone())
+    }
+
+    /// All subscriptions, oldest first (ids are ULIDs).
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        self.lock().subs.values().map(|t| t.sub.clone()).collect()
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.lock().subs.len()
+    }
+
+    /// Change a subscription. Disabling holds its lanes; enabling makes
+    /// their heads due again.
+    pub fn update_subscription(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        change: impl FnOnce(&mut Subscription),
+    ) -> Result<Option<Subscription>> {
+        let mut state = self.lock();
+        let Some(mut sub) = state.subs.get(id).map(|t| t.sub.clone()) else {
+            return Ok(None);
+        };
+        let was_enabled = sub.enabled;
+        change(&mut sub);
+        match (was_enabled, sub.enabled) {
+            (true, false) => sub.disabled_at = Some(now),
+            (false, true) => {
+                sub.disabled_at = None;
+                sub.disabled_reason = None;
+                sub.failing_since = None;
+            }
+            _ => {}
+        }
+        if state.subs.get(id).is_some_and(|t| t.sub != sub) {
+            self.inner.tree.insert(keys::sub_key(id), encode(&sub))?;
+            self.put_target(&mut state, sub.clone(), id);
+        }
+        Ok(Some(sub))
+    }
+
+    /// Delete a subscription: its record and every pending delivery go in
+    /// one write; its finished history follows in batches (a crash between
+    /// is finished at the next open).
+    pub fn delete_subscription(&self, id: &str) -> Result<bool> {
+        let mut state = self.lock();
+        if !state.subs.contains_key(id) {
+            return Ok(false);
+        }
+        let mut batch = sled::Batch::default();
+        batch.remove(keys::sub_key(id));
+        let mut dropped = Vec::new();
+        for item in self.inner.tree.scan_prefix(keys::sub_lanes_prefix(id)) {
+            let (k, v) = item?;
+            if let Some((lane, entry)) = keys::split_lane_key(&k)
+                .and_then(|(lane, order)| Some((lane, keys::decode_entry(order, &v)?)))
+            {
+                batch.remove(&keys::delivery_key(entry.delivery)[..]);
+                batch.remove(keys::history_key(id, entry.delivery));
+                dropped.push((lane, entry));
+            }
+            batch.remove(k);
+        }
+        self.inner.tree.apply_batch(batch)?;
+        state.subs.remove(id);
+        let key: Arc<str> = id.into();
+        state.index.drop_sub(&key, &dropped);
+        drop(state);
+        self.delete_history(id)?;
+        Ok(true)
+    }
+
+    /// Remove a deleted subscription's history, a batch at a time.
+    fn delete_history(&self, id: &str) -> Result<()> {
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for item in self
+                .inner
+                .tree
+                .scan_prefix(keys::history_prefix(id))
+                .take(512)
+            {
+                let (k, _) = item?;
+                if let Ok(dk) = <[u8; 16]>::try_from(&k[k.len() - 16..]) {
+                    batch.remove(&keys::delivery_key(u128::from_be_bytes(dk))[..]);
+                }
+                batch.remove(k);
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            self.inner.tree.apply_batch(batch)?;
+        }
+    }
+
+    /// A subscription's deliveries, newest first, before the cursor.
+    pub fn list_deliveries(
+        &self,
+        sub: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<crate::outbox::Delivery>, Option<String>)> {
+        let prefix = keys::history_prefix(sub);
+        let end = match before.and_then(crate::ids::delivery_key) {
+            Some(k) => keys::history_key(sub, k),
+            None => keys::history_key(sub, u128::MAX),
+        };
+        let mut out = Vec::new();
+        for item in self.inner.tree.range(prefix..end).rev() {
+            let (k, _) = item?;
+            let Ok(dk) = <[u8; 16]>::try_from(&k[k.len() - 16..]) else {
+                continue;
+            };
+            if let Some(v) = self
+                .inner
+                .tree
+                .get(keys::delivery_key(u128::from_be_bytes(dk)))?
+            {
+                out.push(decode_delivery(&v)?);
+            }
+            if out.len() >= limit {
+                let next = out.last().map(|d| d.id.clone());
+                return Ok((out, next));
+            }
+        }
+        Ok((out, None))
+    }
+
+    /// The shared, parsed form of a subscription (for the sender).
+    pub fn target(&self, id: &str) -> Option<Arc<Target>> {
+        self.lock().subs.get(id).cloned()
+    }
+}

@@ -1,0 +1,477 @@
+//! The outbox against a simple model: random operation sequences on a real
+//! sled store, every invariant checked after every step.
+
+use super::index::LaneId;
+use super::model::{Attempt, DeliveryStatus, Verdict};
+use super::{keys, Completion, Health, Outbox};
+use crate::room::{RoomId, RoomStatus};
+use crate::store::Store;
+use crate::subscription::Subscription;
+use chrono::{DateTime, Duration, Utc};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+const ROOMS: [&str; 2] = ["r1", "r/2 ü"];
+
+fn status(room: &str, n: u64) -> RoomStatus {
+    RoomStatus {
+        exists: true,
+        is_active: true,
+        room_id: room.into(),
+        title: Some("t".into()),
+        participant_count: Some(n),
+        has_teacher: Some(false),
+        is_recording: Some(false),
+        created_at: Some("2024-01-15T09:00:00.000Z".into()),
+        started_at: Some("2024-01-15T09:02:30.000Z".into()),
+    }
+}
+
+fn sub(id: &str, now: DateTime<Utc>) -> Subscription {
+    Subscription::new(id.into(), "http://x/".into(), vec![], vec![], None, now)
+}
+
+/// Every invariant that ties the disk to the index, read from scratch.
+pub(super) fn check(outbox: &Outbox) -> Result<(), String> {
+    let tree = &outbox.inner.tree;
+    let state = outbox.lock();
+    let subs: BTreeSet<String> = state.subs.keys().cloned().collect();
+    let mut deliveries = HashMap::new();
+    for item in tree.scan_prefix([keys::DELIVERY]) {
+        let (k, v) = item.unwrap();
+        let d = super::claim::decode_delivery(&v).unwrap();
+        let dk = u128::from_be_bytes(k[1..17].try_into().unwrap());
+        if !subs.contains(&d.subscription_id) {
+            return Err(format!("orphan delivery {}", d.id));
+        }
+        if !tree
+            .contains_key(keys::history_key(&d.subscription_id, dk))
+            .unwrap()
+        {
+            return Err(format!("delivery {} missing from its history", d.id));
+        }
+        deliveries.insert(dk, d);
+    }
+    for item in tree.scan_prefix([keys::HISTORY]) {
+        let (k, _) = item.unwrap();
+        let dk = u128::from_be_bytes(k[k.len() - 16..].try_into().unwrap());
+        if !deliveries.contains_key(&dk) {
+            return Err("history row without its delivery".into());
+        }
+    }
+    let mut lanes: BTreeMap<LaneId, Vec<super::index::Entry>> = BTreeMap::new();
+    let mut events_needed = BTreeSet::new();
+    for item in tree.scan_prefix([keys::LANE]) {
+        let (k, v) = item.unwrap();
+        let (lane, order) = keys::split_lane_key(&k).ok_or("bad lane key")?;
+        let e = keys::decode_entry(order, &v).ok_or("bad lane entry")?;
+        let d = deliveries
+            .get(&e.delivery)
+            .ok_or("lane entry without delivery")?;
+        if d.status != DeliveryStatus::Pending || super::lane_of(d) != lane {
+            return Err(format!("lane entry for {} which is {:?}", d.id, d.status));
+        }
+        events_needed.insert(e.event);
+        lanes.entry(lane).or_default().push(e);
+    }
+    let pending: Vec<_> = deliveries
+        .values()
+        .filter(|d| d.status == DeliveryStatus::Pending)
+        .collect();
+    let in_lanes: usize = lanes.values().map(Vec::len).sum();
+    if pending.len() != in_lanes {
+        return Err(format!("{} pending, {} in lanes", pending.len(), in_lanes));
+    }
+    if state.index.pending() != pending.len() as u64 {
+        return Err(format!(
+            "pending figure {} but {} pending",
+            state.index.pending(),
+            pending.len()
+        ));
+    }
+    for s in &subs {
+        let n = pending.iter().filter(|d| &d.subscription_id == s).count() as u64;
+        if state.index.pending_of(s) != n {
+            return Err(format!(
+                "pending of {s}: {} vs {n}",
+                state.index.pending_of(s)
+            ));
+        }
+    }
+    let oldest = pending.iter().map(|d| super::ms(d.created_at)).min();
+    let oldest_index = state.index.oldest_ms();
+    if oldest.is_some() != oldest_index.is_some() {
+        return Err("oldest figure disagrees".into());
+    }
+    for ek in &events_needed {
+        if !state.index.needs(*ek) {
+            return Err("an event a delivery needs is not marked needed".into());
+        }
+    }
+    let mut seen = 0;
+    for (lane, head, len, due) in state.index.lanes() {
+        seen += 1;
+        let on_disk = lanes.get(lane).map(Vec::as_slice).unwrap_or(&[]);
+        if on_disk.len() as u64 != len {
+            return Err(format!("lane {lane:?}: len {len} vs {}", on_disk.len()));
+        }
+        let in_flight = state.index.is_in_flight(lane);
+        let enabled = state.subs.get(&*lane.sub).is_some_and(|t| t.sub.enabled);
+        match (head, on_disk.first()) {
+            (Some(h), Some(first)) if in_flight => {
+                if !on_disk.contains(&h) {
+                    return Err("in-flight head not on disk".into());
+                }
+                let _ = first;
+            }
+            (Some(h), Some(first)) if h == *first => {}
+            (None, None) if in_flight => {}
+            other => return Err(format!("lane {lane:?}: head {other:?}")),
+        }
+        // Reachable: due, in flight, or held with a disabled subscription.
+        if due != (enabled && !in_flight) {
+            return Err(format!(
+                "lane {lane:?}: due {due}, enabled {enabled}, in flight {in_flight}"
+            ));
+        }
+    }
+    if seen < lanes.len() {
+        return Err("a lane on disk is missing from the index".into());
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Poll(usize),
+    Claim(usize),
+    Complete(usize, u8),
+    Retry(usize),
+    Replay(usize),
+    Disable(usize),
+    Enable(usize),
+    Delete(usize),
+    Create,
+    Prune,
+    Reopen,
+    Advance(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..ROOMS.len()).prop_map(Op::Poll),
+        4 => (1usize..4).prop_map(Op::Claim),
+        4 => (0usize..4, 0u8..4).prop_map(|(i, v)| Op::Complete(i, v)),
+        2 => (0usize..64).prop_map(Op::Retry),
+        1 => (0usize..3).prop_map(Op::Replay),
+        1 => (0usize..3).prop_map(Op::Disable),
+        1 => (0usize..3).prop_map(Op::Enable),
+        1 => (0usize..3).prop_map(Op::Delete),
+        1 => Just(Op::Create),
+        1 => Just(Op::Prune),
+        1 => Just(Op::Reopen),
+        2 => (0u8..30).prop_map(Op::Advance),
+    ]
+}
+
+/// The world the model keeps beside the outbox.
+struct World {
+    _dir: tempfile::TempDir,
+    store: Option<Store>,
+    now: DateTime<Utc>,
+    counts: [u64; ROOMS.len()],
+    subs: Vec<String>,
+    in_flight: Vec<super::Claim>,
+    /// Deliveries that a replay or retry made: they may go out of order.
+    manual: BTreeSet<String>,
+    /// Per lane, the last sequence whose first attempt was made.
+    first_attempts: HashMap<LaneId, u64>,
+    next_sub: usize,
+    rt: tokio::runtime::Runtime,
+}
+
+impl World {
+    fn new() -> Self {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let now = Utc::now();
+        for r in ROOMS {
+            let room = RoomId::parse(r).unwrap();
+            store.watch(&room, now).unwrap();
+            store.record_poll(&room, &status(r, 0), now, false).unwrap();
+        }
+        let mut w = World {
+            _dir: dir,
+            store: Some(store),
+            now,
+            counts: [0; ROOMS.len()],
+            subs: Vec::new(),
+            in_flight: Vec::new(),
+            manual: BTreeSet::new(),
+            first_attempts: HashMap::new(),
+            next_sub: 0,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap(),
+        };
+        w.create();
+        w
+    }
+
+    fn store(&self) -> &Store {
+        self.store.as_ref().unwrap()
+    }
+
+    fn outbox(&self) -> &Outbox {
+        self.store().outbox()
+    }
+
+    fn create(&mut self) {
+        let id = format!("sub_{:02}", self.next_sub);
+        self.next_sub += 1;
+        self.outbox()
+            .create_subscription(sub(&id, self.now), 10)
+            .unwrap()
+            .unwrap();
+        self.subs.push(id);
+    }
+
+    fn pick_sub(&self, i: usize) -> Option<String> {
+        (!self.subs.is_empty()).then(|| self.subs[i % self.subs.len()].clone())
+    }
+
+    fn apply(&mut self, op: Op) -> Result<(), String> {
+        let now = self.now;
+        match op {
+            Op::Poll(r) => {
+                self.counts[r] += 1;
+                let room = RoomId::parse(ROOMS[r]).unwrap();
+                self.store()
+                    .record_poll(&room, &status(ROOMS[r], self.counts[r]), now, false)
+                    .unwrap();
+            }
+            Op::Claim(n) => {
+                let claims = self.outbox().claim(now, n).unwrap().claims;
+                for c in &claims {
+                    if c.delivery.attempts.is_empty() && !self.manual.contains(&c.delivery.id) {
+                        let seq = c.delivery.sequence.unwrap_or(0);
+                        let last = self.first_attempts.entry(c.lane.clone()).or_insert(0);
+                        if seq < *last {
+                            return Err(format!("first attempt of seq {seq} after {last}"));
+                        }
+                        *last = seq;
+                    }
+                    if self.in_flight.iter().any(|f| f.lane == c.lane) {
+                        return Err("two heads of one lane in flight".into());
+                    }
+                }
+                self.in_flight.extend(claims);
+            }
+            Op::Complete(i, v) => {
+                if self.in_flight.is_empty() {
+                    return Ok(());
+                }
+                let claim = self.in_flight.remove(i % self.in_flight.len());
+                let (verdict, health) = match v {
+                    0 => (Verdict::Succeeded, Health::Success),
+                    1 => (Verdict::Failed, Health::Failure),
+                    2 => (
+                        Verdict::RetryAt(now + Duration::seconds(5)),
+                        Health::Failure,
+                    ),
+                    _ => (Verdict::Hold, Health::Gone),
+                };
+                let attempt = Attempt {
+                    at: now,
+                    status_code: Some(200),
+                    error: None,
+                    duration_ms: 1,
+                    response: None,
+                };
+                let c = Completion {
+                    claim,
+                    attempt,
+                    verdict,
+                    health,
+                };
+                self.outbox().complete(vec![c], now).unwrap();
+            }
+            Op::Retry(i) => {
+                let failed: Vec<_> = self
+                    .outbox()
+                    .all_deliveries()
+                    .into_iter()
+                    .filter(|d| d.status == DeliveryStatus::Failed)
+                    .collect();
+                if !failed.is_empty() {
+                    let d = &failed[i % failed.len()];
+                    if let super::Retried::Queued(d) = self.outbox().retry(&d.id).unwrap() {
+                        self.manual.insert(d.id);
+                    }
+                }
+            }
+            Op::Replay(i) => {
+                if let Some(id) = self.pick_sub(i) {
+                    let s = self.outbox().subscription(&id).unwrap();
+                    let before: BTreeSet<String> = self
+                        .outbox()
+                        .all_deliveries()
+                        .into_iter()
+                        .map(|d| d.id)
+                        .collect();
+                    self.outbox()
+                        .replay(&s, now - Duration::days(1), now)
+                        .unwrap();
+                    for d in self.outbox().all_deliveries() {
+                        if !before.contains(&d.id) {
+                            self.manual.insert(d.id);
+                        }
+                    }
+                }
+            }
+            Op::Disable(i) | Op::Enable(i) => {
+                if let Some(id) = self.pick_sub(i) {
+                    let on = matches!(op, Op::Enable(_));
+                    self.outbox()
+                        .update_subscription(&id, now, |s| s.enabled = on)
+                        .unwrap();
+                }
+            }
+            Op::Delete(i) => {
+                if let Some(id) = self.pick_sub(i) {
+                    assert!(self.outbox().delete_subscription(&id).unwrap());
+                    self.subs.retain(|s| s != &id);
+                }
+            }
+            Op::Create => {
+                if self.subs.len() < 3 {
+                    self.create();
+                }
+            }
+            Op::Prune => {
+                let later = now + Duration::days(40);
+                let retention = std::time::Duration::from_secs(86400);
+                self.rt
+                    .block_on(crate::retention::prune_once(self.store(), later, retention))
+                    .unwrap();
+                // Retention kept exactly what pending deliveries need.
+                let needed: BTreeSet<String> = self
+                    .outbox()
+                    .all_deliveries()
+                    .into_iter()
+                    .map(|d| {
+                        if d.status != DeliveryStatus::Pending {
+                            return Err(format!("finished delivery {} kept", d.id));
+                        }
+                        Ok(d.event_id)
+                    })
+                    .collect::<Result<_, _>>()?;
+                let left: BTreeSet<String> = self
+                    .store()
+                    .list_events(&crate::store::EventFilter {
+                        limit: 10_000,
+                        ..Default::default()
+                    })
+                    .unwrap()
+                    .events
+                    .into_iter()
+                    .map(|e| e.id)
+                    .collect();
+                if needed != left {
+                    return Err(format!("retention kept {left:?}, pending need {needed:?}"));
+                }
+            }
+            Op::Reopen => {
+                // A crash: claims in flight are lost and will be made again.
+                self.in_flight.clear();
+                self.first_attempts.clear();
+                let store = self.store.take().unwrap();
+                self.rt.block_on(store.flush()).unwrap();
+                self.store = Some(store.reopen().unwrap());
+            }
+            Op::Advance(s) => self.now = now + Duration::seconds(s as i64),
+        }
+        check(self.outbox())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_outbox_keeps_its_invariants(ops in proptest::collection::vec(op(), 1..60)) {
+        let mut world = World::new();
+        for (i, op) in ops.into_iter().enumerate() {
+            let shown = format!("{op:?}");
+            if let Err(e) = world.apply(op) {
+                prop_assert!(false, "step {i} ({shown}): {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_retry_behind_a_retrying_head_goes_first_and_the_lane_moves_on() {
+    let mut w = World::new();
+    // Event 1 fails for good; event 2 is retrying when 1 is retried by hand.
+    w.apply(Op::Poll(0)).unwrap();
+    w.apply(Op::Claim(1)).unwrap();
+    w.apply(Op::Complete(0, 1)).unwrap();
+    w.apply(Op::Poll(0)).unwrap();
+    w.apply(Op::Claim(1)).unwrap();
+    w.apply(Op::Complete(0, 2)).unwrap();
+    w.apply(Op::Retry(0)).unwrap();
+    let claims = w.outbox().claim(w.now, 5).unwrap().claims;
+    assert_eq!(claims.len(), 1);
+    assert_eq!(
+        claims[0].delivery.sequence,
+        Some(1),
+        "the retried event goes first"
+    );
+    w.in_flight.extend(claims);
+    w.apply(Op::Complete(0, 0)).unwrap();
+    w.apply(Op::Advance(10)).unwrap();
+    w.apply(Op::Claim(1)).unwrap();
+    assert_eq!(w.in_flight[0].delivery.sequence, Some(2));
+    w.apply(Op::Complete(0, 0)).unwrap();
+    assert_eq!(w.outbox().pending().0, 0);
+}
+
+#[test]
+fn replay_then_retry_of_one_event_leaves_nothing_stuck() {
+    let mut w = World::new();
+    w.apply(Op::Poll(0)).unwrap();
+    w.apply(Op::Claim(1)).unwrap();
+    w.apply(Op::Complete(0, 1)).unwrap();
+    w.apply(Op::Replay(0)).unwrap();
+    let failed = w
+        .outbox()
+        .all_deliveries()
+        .into_iter()
+        .find(|d| d.status == DeliveryStatus::Failed)
+        .unwrap();
+    assert!(matches!(
+        w.outbox().retry(&failed.id).unwrap(),
+        super::Retried::AlreadyQueued(_)
+    ));
+    w.apply(Op::Poll(0)).unwrap();
+    for _ in 0..2 {
+        w.apply(Op::Claim(1)).unwrap();
+        w.apply(Op::Complete(0, 0)).unwrap();
+    }
+    assert_eq!(w.outbox().pending().0, 0);
+}
+
+#[test]
+fn a_disabled_subscription_does_not_pin_retention() {
+    let mut w = World::new();
+    w.apply(Op::Poll(0)).unwrap();
+    w.apply(Op::Claim(1)).unwrap();
+    w.apply(Op::Complete(0, 3)).unwrap(); // 410: disabled, delivery held
+    assert!(!w.outbox().subscription("sub_00").unwrap().enabled);
+    w.apply(Op::Poll(0)).unwrap(); // not queued for the disabled one
+    w.apply(Op::Poll(1)).unwrap();
+    w.apply(Op::Prune).unwrap(); // checks that only the held event stays
+    assert_eq!(w.outbox().pending().0, 1);
+    assert_eq!(w.outbox().deliverable(), 0);
+}
