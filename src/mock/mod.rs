@@ -74,6 +74,15 @@ struct Inner {
     requests: AtomicU64,
     faults_served: AtomicU64,
     by_room: Mutex<HashMap<String, u64>>,
+    /// Every good answer, when a test asks for the log (see [`MockUpstream::log_served`]).
+    served: Mutex<Option<Vec<Served>>>,
+}
+
+/// One good answer: which state of which room went out, and when.
+#[derive(Clone, Debug)]
+pub struct Served {
+    pub status: RoomStatus,
+    pub at: std::time::Instant,
 }
 
 impl MockUpstream {
@@ -144,6 +153,21 @@ impl MockUpstream {
             .get(room)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Keep a log of every good answer from now on: tests judge what the
+    /// relay must have seen by what it was actually served.
+    pub fn log_served(&self) {
+        *self.inner.served.lock().unwrap() = Some(Vec::new());
+    }
+
+    pub fn served(&self) -> Vec<Served> {
+        self.inner
+            .served
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_default()
     }
 
     /// The fault that spoils this answer, if any, using up one of its count.
@@ -218,7 +242,10 @@ async fn status(
     if !org_ok {
         return error(StatusCode::UNAUTHORIZED, "Unauthorized");
     }
-    match mock.take_fault(&room) {
+    let fault = mock.take_fault(&room);
+    // A slowed answer may come after the relay gave up on it: not logged as served.
+    let slowed = matches!(fault, Some(FaultKind::Slow { .. }));
+    match fault {
         Some(FaultKind::Status { status }) => {
             let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return error(code, "Simulated failure");
@@ -251,6 +278,19 @@ async fn status(
     let data = mock
         .room(&room)
         .unwrap_or_else(|| RoomStatus::not_found(&room));
+    if let Some(log) = mock
+        .inner
+        .served
+        .lock()
+        .unwrap()
+        .as_mut()
+        .filter(|_| !slowed)
+    {
+        log.push(Served {
+            status: data.clone(),
+            at: std::time::Instant::now(),
+        });
+    }
     let body = json!({"success": true, "message": data.upstream_message(), "data": data});
     Json(body).into_response()
 }

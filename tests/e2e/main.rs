@@ -12,6 +12,7 @@ mod fuzz;
 mod logs;
 mod openapi;
 mod operations;
+mod operator;
 mod outage;
 mod receiver;
 mod rooms;
