@@ -15,15 +15,8 @@ use tokio::time::Instant;
 use verriflo_relay::mock::{Fault, FaultKind, MockUpstream};
 use verriflo_relay::room::RoomStatus;
 
-/// One state the upstream held for a room, and for how long.
-#[derive(Clone, Debug)]
-struct Held {
-    status: RoomStatus,
-    from: Instant,
-    until: Option<Instant>,
-}
-
-type History = Arc<Mutex<HashMap<String, Vec<Held>>>>;
+/// Every state the upstream held for each room, in order.
+type History = Arc<Mutex<HashMap<String, Vec<RoomStatus>>>>;
 
 /// Deliveries in flight at once in the crash run: what a kill can repeat.
 const CONCURRENCY: usize = 8;
@@ -68,19 +61,12 @@ fn drive(
             if flip_teacher {
                 status.has_teacher = Some(!status.has_teacher.unwrap_or(false));
             }
-            let now = Instant::now();
-            {
-                let mut h = history.lock().unwrap();
-                let list = h.entry(room.clone()).or_default();
-                if let Some(last) = list.last_mut() {
-                    last.until = Some(now);
-                }
-                list.push(Held {
-                    status: status.clone(),
-                    from: now,
-                    until: None,
-                });
-            }
+            history
+                .lock()
+                .unwrap()
+                .entry(room.clone())
+                .or_default()
+                .push(status.clone());
             mock.set_room(status);
             // The pace of the simulated classrooms, not a wait for a result.
             tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -107,10 +93,10 @@ fn groups(events: &[Value], room: &str) -> Vec<(Value, Value, Vec<u64>)> {
 }
 
 /// No event invented, none twice, sequences contiguous; returns the states seen.
-fn check_room(events: &[Value], room: &str, held: &[Held]) -> HashSet<u64> {
+fn check_room(events: &[Value], room: &str, held: &[RoomStatus]) -> HashSet<u64> {
     let states: Vec<Value> = held
         .iter()
-        .map(|h| serde_json::to_value(&h.status).unwrap())
+        .map(|h| serde_json::to_value(h).unwrap())
         .collect();
     let gs = groups(events, room);
     let seqs: Vec<u64> = gs.iter().flat_map(|g| g.2.clone()).collect();
@@ -245,7 +231,7 @@ async fn twenty_sigkills_lose_nothing_and_invent_nothing() {
     for r in &rooms {
         let seen = check_room(&events, r, &history[r]);
         for h in &history[r] {
-            let n = h.status.participant_count.unwrap();
+            let n = h.participant_count.unwrap();
             let served_enough = answers
                 .iter()
                 .any(|((room, m, _), count)| room == r && *m == n && *count >= 3);
@@ -374,7 +360,7 @@ async fn thirty_percent_upstream_faults_make_no_false_event_and_miss_no_true_one
     for r in &rooms {
         let seen = check_room(&events, r, &history[r]);
         for h in &history[r] {
-            let n = h.status.participant_count.unwrap();
+            let n = h.participant_count.unwrap();
             if good.get(&(r.clone(), n)).is_some_and(|c| *c >= 2) {
                 must_see += 1;
                 assert!(
