@@ -26,17 +26,11 @@ pub async fn prune_once(
     let cutoff = now
         .checked_sub_signed(chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX))
         .map_or(0, crate::store::ms);
-    let mut pruned = Pruned::default();
-    let mut cursor = None;
-    loop {
-        let (n, next) = store.outbox().prune_deliveries(cutoff, cursor, BATCH)?;
-        pruned.deliveries += n;
-        tokio::task::yield_now().await;
-        match next {
-            Some(k) => cursor = Some(k),
-            None => break,
-        }
-    }
+    let mut pruned = Pruned {
+        deliveries: store.outbox().prune_deliveries(cutoff, BATCH)?,
+        events: 0,
+    };
+    tokio::task::yield_now().await;
     let mut cursor = None;
     loop {
         let (n, next) = store.prune_events(cutoff, cursor, BATCH)?;

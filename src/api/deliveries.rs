@@ -64,13 +64,7 @@ pub async fn retry(
         ))
     };
     let outbox = state.store.outbox();
-    if outbox
-        .delivery(&delivery_id)?
-        .is_none_or(|d| d.subscription_id != id)
-    {
-        return Err(not_found());
-    }
-    match outbox.retry(&delivery_id)? {
+    match outbox.retry(&id, &delivery_id)? {
         Retried::NotFound => Err(not_found()),
         Retried::NotFailed(d) => Err(ApiError::Conflict(format!(
             "delivery is {:?}, only a failed one can be retried",

@@ -28,7 +28,9 @@ impl Sender {
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(GuardedResolver { allow_private }))
             .user_agent(concat!("verriflo-relay/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(32)
+            // At least the delivery concurrency: a smaller pool closes and
+            // reopens connections to a busy receiver on every round.
+            .pool_max_idle_per_host(1024)
             .build()
             .expect("the HTTP client builds with static settings");
         Self {

@@ -25,13 +25,17 @@ pub enum Retried {
 impl Outbox {
     /// Send a failed delivery again: back into its lane at its event's
     /// place, due now (after a delivery in flight in that lane).
-    pub fn retry(&self, id: &str) -> Result<Retried> {
+    pub fn retry(&self, sub: &str, id: &str) -> Result<Retried> {
         let Some(dk) = crate::ids::delivery_key(id) else {
             return Ok(Retried::NotFound);
         };
         let mut state = self.lock();
-        let Some(mut d) = self.delivery_at(dk)? else {
-            return Ok(Retried::NotFound);
+        let Some(mut d) = self.stored_delivery(sub, dk)? else {
+            // Never attempted (so not failed), or not there at all.
+            return Ok(match self.delivery(sub, id)? {
+                Some(d) => Retried::NotFailed(d),
+                None => Retried::NotFound,
+            });
         };
         if d.status != DeliveryStatus::Failed {
             return Ok(Retried::NotFailed(d));
@@ -53,9 +57,11 @@ impl Outbox {
             delivery: dk,
             event: crate::ids::event_key(&d.event_id).unwrap_or(0),
             not_before: 0,
+            kind: crate::event::EventType::parse(&d.event_type)
+                .unwrap_or(crate::event::EventType::WebhookTest),
         };
         let mut batch = sled::Batch::default();
-        batch.insert(&keys::delivery_key(dk)[..], encode(&d));
+        batch.insert(keys::delivery_key(sub, dk), encode(&d));
         batch.insert(lk, &keys::encode_entry(&entry)[..]);
         self.inner.tree.apply_batch(batch)?;
         self.inner.queued.fetch_add(1, Ordering::SeqCst);
@@ -113,10 +119,7 @@ impl Outbox {
                 sub: sub.into(),
                 room: event.room_id().unwrap_or("").into(),
             };
-            let order = match event.sequence() {
-                Some(seq) => seq as u128,
-                None => crate::ids::event_key(&event.id).unwrap_or(0),
-            };
+            let order = super::lane_order(event);
             let queued_already = plan
                 .added
                 .iter()
@@ -159,13 +162,12 @@ impl Outbox {
         Ok(true)
     }
 
-    /// Every delivery record on disk (for checks in tests).
+    /// Every delivery, recorded or only queued (for checks in tests).
     #[cfg(test)]
     pub(crate) fn all_deliveries(&self) -> Vec<Delivery> {
-        self.inner
-            .tree
-            .scan_prefix([keys::DELIVERY])
-            .map(|i| super::claim::decode_delivery(&i.unwrap().1).unwrap())
+        let subs: Vec<String> = self.lock().subs.keys().cloned().collect();
+        subs.iter()
+            .flat_map(|s| self.list_deliveries(s, None, usize::MAX).unwrap().0)
             .collect()
     }
 }

@@ -55,17 +55,17 @@ impl Outbox {
         let taken = state.index.claim(ms(now), limit);
         let mut claims = Vec::with_capacity(taken.len());
         for (lane, entry) in taken {
-            let target = state.subs.get(&*lane.sub).cloned();
-            let (Some(target), Some(delivery)) = (target, self.delivery_at(entry.delivery)?) else {
+            let Some(target) = state.subs.get(&*lane.sub).cloned() else {
                 // Cannot happen while the lock keeps disk and index in step;
                 // drop the entry rather than stall the lane.
-                warn!(lane = ?lane, "lane entry without its delivery or subscription; dropped");
+                warn!(lane = ?lane, "lane entry without its subscription; dropped");
                 self.inner.tree.remove(keys::lane_key(&lane, entry.order))?;
                 state.index.remove(&lane, &entry);
                 state.index.release(&lane);
                 self.refresh_head(&mut state, &lane)?;
                 continue;
             };
+            let delivery = self.delivery_of(&lane, &entry)?;
             let body = self.inner.events.get(entry.event.to_be_bytes())?;
             claims.push(Claim {
                 lane,
@@ -139,7 +139,7 @@ impl Outbox {
                     false
                 }
             };
-            batch.insert(&keys::delivery_key(entry.delivery)[..], encode(&d));
+            batch.insert(keys::delivery_key(&lane.sub, entry.delivery), encode(&d));
             let sub = subs
                 .entry(lane.sub.to_string())
                 .or_insert_with(|| target.sub.clone());

@@ -21,6 +21,7 @@ pub struct Entry {
     pub event: u128,
     /// Not to be sent before this time (ms); 0 for at once.
     pub not_before: u64,
+    pub kind: crate::event::EventType,
 }
 
 impl Entry {
@@ -270,6 +271,7 @@ mod tests {
             delivery: d << 80,
             event: order,
             not_before: 0,
+            kind: crate::event::EventType::RoomStarted,
         }
     }
 

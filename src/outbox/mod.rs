@@ -29,7 +29,7 @@ pub use claim::{Claim, Completion, Health};
 pub use index::LaneId;
 pub use model::{Attempt, Delivery, DeliveryStatus, Verdict};
 
-use crate::db::{encode, Result};
+use crate::db::Result;
 use crate::event::Event;
 use crate::ids::Ids;
 use crate::subscription::Target;
@@ -105,33 +105,19 @@ impl Outbox {
     }
 
     /// Queue one event for one subscription (the caller checked that its
-    /// lane holds no entry for this event).
+    /// lane holds no entry for this event): one lane entry, nothing more.
     fn plan_one(&self, plan: &mut Plan, target: &Target, event: &Event, now: DateTime<Utc>) {
-        let dk = self.inner.ids.next_at(ms(now));
-        let delivery = Delivery {
-            id: crate::ids::delivery_id(dk),
-            subscription_id: target.sub.id.clone(),
-            event_id: event.id.clone(),
-            event_type: event.kind.as_str().to_string(),
-            room_id: event.room_id().map(str::to_string),
-            sequence: event.sequence(),
-            status: DeliveryStatus::Pending,
-            attempts: Vec::new(),
-            schedule_start: 0,
-            created_at: now,
-            next_attempt_at: None,
+        let lane = LaneId {
+            sub: target.sub.id.as_str().into(),
+            room: event.room_id().unwrap_or("").into(),
         };
-        let lane = lane_of(&delivery);
         let entry = Entry {
-            order: delivery.lane_order(),
-            delivery: dk,
+            order: lane_order(event),
+            delivery: self.inner.ids.next_at(ms(now)),
             event: crate::ids::event_key(&event.id).unwrap_or(0),
             not_before: 0,
+            kind: event.kind,
         };
-        plan.batch
-            .insert(&keys::delivery_key(dk)[..], encode(&delivery));
-        plan.batch
-            .insert(keys::history_key(&lane.sub, dk), &[] as &[u8]);
         plan.batch.insert(
             keys::lane_key(&lane, entry.order),
             &keys::encode_entry(&entry)[..],
@@ -192,19 +178,42 @@ impl Outbox {
         self.inner.queued.load(Ordering::SeqCst)
     }
 
-    pub fn delivery(&self, id: &str) -> Result<Option<Delivery>> {
-        match crate::ids::delivery_key(id) {
-            Some(k) => self.delivery_at(k),
-            None => Ok(None),
+    /// One of a subscription's deliveries, by id.
+    pub fn delivery(&self, sub: &str, id: &str) -> Result<Option<Delivery>> {
+        let Some(dk) = crate::ids::delivery_key(id) else {
+            return Ok(None);
+        };
+        if let Some(d) = self.stored_delivery(sub, dk)? {
+            return Ok(Some(d));
         }
+        // Not attempted yet: only its lane entry exists.
+        for item in self.inner.tree.scan_prefix(keys::sub_lanes_prefix(sub)) {
+            let (k, v) = item?;
+            if let Some((lane, entry)) = keys::split_lane_key(&k)
+                .and_then(|(lane, order)| Some((lane, keys::decode_entry(order, &v)?)))
+            {
+                if entry.delivery == dk {
+                    return Ok(Some(pending_delivery(&lane, &entry)));
+                }
+            }
+        }
+        Ok(None)
     }
 
-    fn delivery_at(&self, dk: u128) -> Result<Option<Delivery>> {
+    fn stored_delivery(&self, sub: &str, dk: u128) -> Result<Option<Delivery>> {
         self.inner
             .tree
-            .get(keys::delivery_key(dk))?
+            .get(keys::delivery_key(sub, dk))?
             .map(|v| crate::db::decode("outbox", &v))
             .transpose()
+    }
+
+    /// A lane entry's delivery: its record once attempted, else made from the entry.
+    fn delivery_of(&self, lane: &LaneId, entry: &Entry) -> Result<Delivery> {
+        Ok(match self.stored_delivery(&lane.sub, entry.delivery)? {
+            Some(d) => d,
+            None => pending_delivery(lane, entry),
+        })
     }
 
     /// The first entry of a lane on disk: its head.
@@ -226,6 +235,33 @@ impl Outbox {
         let head = self.first_in_lane(lane)?;
         state.index.set_head(lane, head);
         Ok(())
+    }
+}
+
+/// A delivery's place in its lane: the room's `sequence`; for test events
+/// (a lane of their own), the event id, which grows with time.
+pub fn lane_order(event: &Event) -> u128 {
+    match event.sequence() {
+        Some(seq) => seq as u128,
+        None => crate::ids::event_key(&event.id).unwrap_or(0),
+    }
+}
+
+/// A queued delivery that has no record yet, as the API shows it.
+fn pending_delivery(lane: &LaneId, e: &Entry) -> Delivery {
+    let is_room = !lane.room.is_empty();
+    Delivery {
+        id: crate::ids::delivery_id(e.delivery),
+        subscription_id: lane.sub.to_string(),
+        event_id: crate::ids::event_id(e.event),
+        event_type: e.kind.as_str().to_string(),
+        room_id: is_room.then(|| lane.room.to_string()),
+        sequence: is_room.then_some(e.order as u64),
+        status: DeliveryStatus::Pending,
+        attempts: Vec::new(),
+        schedule_start: 0,
+        created_at: DateTime::from_timestamp_millis(e.created_ms() as i64).unwrap_or_default(),
+        next_attempt_at: None,
     }
 }
 

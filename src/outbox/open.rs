@@ -62,13 +62,26 @@ impl Outbox {
     /// The largest delivery key stored, to seed the id source.
     pub(crate) fn largest_key(db: &sled::Db) -> Result<u128> {
         let tree = db.open_tree("outbox")?;
-        let last = tree.scan_prefix([keys::DELIVERY]).next_back().transpose()?;
-        Ok(last
-            .and_then(|(k, _)| {
-                k.get(1..17)
-                    .map(|b| u128::from_be_bytes(b.try_into().unwrap()))
-            })
-            .unwrap_or(0))
+        let mut largest = 0;
+        for item in tree.scan_prefix([keys::LANE]) {
+            let (k, v) = item?;
+            if let Some(e) = keys::split_lane_key(&k).and_then(|(_, o)| keys::decode_entry(o, &v)) {
+                largest = largest.max(e.delivery);
+            }
+        }
+        // Records sort by subscription, then id: the last of each is its largest.
+        for item in tree.scan_prefix([keys::SUB]) {
+            let id = item?.0[1..].to_vec();
+            let id = String::from_utf8_lossy(&id);
+            let last = tree
+                .scan_prefix(keys::deliveries_prefix(&id))
+                .next_back()
+                .transpose()?;
+            if let Some((_, d)) = last.as_ref().and_then(|(k, _)| keys::split_delivery_key(k)) {
+                largest = largest.max(d);
+            }
+        }
+        Ok(largest)
     }
 }
 
@@ -101,19 +114,13 @@ fn migrate_subscriptions(db: &sled::Db, tree: &sled::Tree) -> Result<()> {
     Ok(())
 }
 
-/// History rows of subscriptions that no longer exist (a delete cut short).
+/// Delivery records of subscriptions that no longer exist (a delete cut short).
 fn sweep_deleted_history(tree: &sled::Tree, subs: &BTreeMap<String, Arc<Target>>) -> Result<()> {
     let mut batch = sled::Batch::default();
-    for item in tree.scan_prefix([keys::HISTORY]) {
+    for item in tree.scan_prefix([keys::DELIVERY]) {
         let (k, _) = item?;
-        let Some(rest) = k.get(1..k.len().saturating_sub(17)) else {
-            continue;
-        };
-        let sub = std::str::from_utf8(rest).unwrap_or("");
-        if !subs.contains_key(sub) {
-            if let Ok(dk) = <[u8; 16]>::try_from(&k[k.len() - 16..]) {
-                batch.remove(&keys::delivery_key(u128::from_be_bytes(dk))[..]);
-            }
+        let known = keys::split_delivery_key(&k).is_some_and(|(sub, _)| subs.contains_key(sub));
+        if !known {
             batch.remove(k);
         }
     }

@@ -15,33 +15,38 @@ impl Outbox {
         f(&|event| state.index.needs(event))
     }
 
-    /// Remove finished deliveries queued before `cutoff_ms`, scanning at
-    /// most `batch` from `after`; returns how many went and where to go on
-    /// (None when the scan reached the cutoff).
-    pub fn prune_deliveries(
-        &self,
-        cutoff_ms: u64,
-        after: Option<u128>,
-        batch: usize,
-    ) -> Result<(usize, Option<u128>)> {
-        let start = keys::delivery_key(after.map_or(0, |k| k.saturating_add(1)));
-        let end = keys::delivery_key(floor_of_ms(cutoff_ms));
-        let _state = self.lock();
-        let mut out = sled::Batch::default();
-        let (mut removed, mut scanned, mut last) = (0, 0, None);
-        for item in self.inner.tree.range(start..end).take(batch) {
-            let (k, v) = item?;
-            let dk = u128::from_be_bytes(k[1..17].try_into().unwrap_or([0; 16]));
-            scanned += 1;
-            last = Some(dk);
-            let d = decode_delivery(&v)?;
-            if d.status != DeliveryStatus::Pending {
-                out.remove(keys::history_key(&d.subscription_id, dk));
-                out.remove(k);
-                removed += 1;
+    /// Remove finished deliveries queued before `cutoff_ms`, subscription
+    /// by subscription, at most `batch` per write; returns how many went.
+    pub fn prune_deliveries(&self, cutoff_ms: u64, batch: usize) -> Result<usize> {
+        let subs: Vec<String> = self.lock().subs.keys().cloned().collect();
+        let mut removed = 0;
+        for sub in subs {
+            let mut from = keys::deliveries_prefix(&sub);
+            let end = keys::delivery_key(&sub, floor_of_ms(cutoff_ms));
+            loop {
+                // Under the lock: a retry cannot revive a record being removed.
+                let _state = self.lock();
+                let mut out = sled::Batch::default();
+                let (mut scanned, mut last) = (0, None);
+                for item in self.inner.tree.range(from.clone()..end.clone()).take(batch) {
+                    let (k, v) = item?;
+                    scanned += 1;
+                    if decode_delivery(&v)?.status != DeliveryStatus::Pending {
+                        out.remove(k.clone());
+                        removed += 1;
+                    }
+                    last = Some(k);
+                }
+                self.inner.tree.apply_batch(out)?;
+                match last {
+                    Some(k) if scanned == batch => {
+                        from = k.to_vec();
+                        from.push(0);
+                    }
+                    _ => break,
+                }
             }
         }
-        self.inner.tree.apply_batch(out)?;
-        Ok((removed, if scanned == batch { last } else { None }))
+        Ok(removed)
     }
 }

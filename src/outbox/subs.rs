@@ -2,7 +2,7 @@
 //! subscription's deliveries is one atomic write.
 
 use super::claim::decode_delivery;
-use super::{keys, Outbox};
+use super::{keys, Delivery, Outbox};
 use crate::db::{encode, Result};
 use crate::subscription::{Subscription, Target};
 use chrono::{DateTime, Utc};
@@ -76,8 +76,8 @@ impl Outbox {
     }
 
     /// Delete a subscription: its record and every pending delivery go in
-    /// one write; its finished history follows in batches (a crash between
-    /// is finished at the next open).
+    /// one write; its history follows in batches (a crash between is
+    /// finished at the next open).
     pub fn delete_subscription(&self, id: &str) -> Result<bool> {
         let mut state = self.lock();
         if !state.subs.contains_key(id) {
@@ -91,8 +91,6 @@ impl Outbox {
             if let Some((lane, entry)) = keys::split_lane_key(&k)
                 .and_then(|(lane, order)| Some((lane, keys::decode_entry(order, &v)?)))
             {
-                batch.remove(&keys::delivery_key(entry.delivery)[..]);
-                batch.remove(keys::history_key(id, entry.delivery));
                 dropped.push((lane, entry));
             }
             batch.remove(k);
@@ -106,22 +104,18 @@ impl Outbox {
         Ok(true)
     }
 
-    /// Remove a deleted subscription's history, a batch at a time.
-    fn delete_history(&self, id: &str) -> Result<()> {
+    /// Remove a deleted subscription's delivery records, a batch at a time.
+    pub(super) fn delete_history(&self, id: &str) -> Result<()> {
         loop {
             let mut batch = sled::Batch::default();
             let mut n = 0;
             for item in self
                 .inner
                 .tree
-                .scan_prefix(keys::history_prefix(id))
+                .scan_prefix(keys::deliveries_prefix(id))
                 .take(512)
             {
-                let (k, _) = item?;
-                if let Ok(dk) = <[u8; 16]>::try_from(&k[k.len() - 16..]) {
-                    batch.remove(&keys::delivery_key(u128::from_be_bytes(dk))[..]);
-                }
-                batch.remove(k);
+                batch.remove(item?.0);
                 n += 1;
             }
             if n == 0 {
@@ -131,37 +125,61 @@ impl Outbox {
         }
     }
 
-    /// A subscription's deliveries, newest first, before the cursor.
+    /// A subscription's deliveries, newest first, before the cursor: the
+    /// records of attempted ones and the queued ones not attempted yet.
     pub fn list_deliveries(
         &self,
         sub: &str,
         before: Option<&str>,
         limit: usize,
-    ) -> Result<(Vec<crate::outbox::Delivery>, Option<String>)> {
-        let prefix = keys::history_prefix(sub);
-        let end = match before.and_then(crate::ids::delivery_key) {
-            Some(k) => keys::history_key(sub, k),
-            None => keys::history_key(sub, u128::MAX),
-        };
-        let mut out = Vec::new();
-        for item in self.inner.tree.range(prefix..end).rev() {
-            let (k, _) = item?;
-            let Ok(dk) = <[u8; 16]>::try_from(&k[k.len() - 16..]) else {
+    ) -> Result<(Vec<Delivery>, Option<String>)> {
+        let before = before
+            .and_then(crate::ids::delivery_key)
+            .unwrap_or(u128::MAX);
+        let mut queued: Vec<Delivery> = Vec::new();
+        for item in self.inner.tree.scan_prefix(keys::sub_lanes_prefix(sub)) {
+            let (k, v) = item?;
+            let Some((lane, entry)) = keys::split_lane_key(&k)
+                .and_then(|(lane, order)| Some((lane, keys::decode_entry(order, &v)?)))
+            else {
                 continue;
             };
-            if let Some(v) = self
-                .inner
-                .tree
-                .get(keys::delivery_key(u128::from_be_bytes(dk)))?
+            if entry.delivery < before
+                && !self
+                    .inner
+                    .tree
+                    .contains_key(keys::delivery_key(sub, entry.delivery))?
             {
-                out.push(decode_delivery(&v)?);
-            }
-            if out.len() >= limit {
-                let next = out.last().map(|d| d.id.clone());
-                return Ok((out, next));
+                queued.push(super::pending_delivery(&lane, &entry));
             }
         }
-        Ok((out, None))
+        queued.sort_by(|a, b| b.id.cmp(&a.id));
+        let mut queued = queued.into_iter().peekable();
+        let mut out = Vec::new();
+        let range = keys::deliveries_prefix(sub)..keys::delivery_key(sub, before);
+        let mut stored = self.inner.tree.range(range).rev();
+        let mut next_stored = stored.next().transpose()?;
+        while out.len() < limit {
+            let from_store = match (&next_stored, queued.peek()) {
+                (None, None) => return Ok((out, None)),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((k, _)), Some(q)) => {
+                    let dk = keys::split_delivery_key(k).map_or(0, |(_, d)| d);
+                    crate::ids::delivery_id(dk) > q.id
+                }
+            };
+            if from_store {
+                let (_, v) = next_stored.take().expect("checked");
+                out.push(decode_delivery(&v)?);
+                next_stored = stored.next().transpose()?;
+            } else {
+                out.push(queued.next().expect("checked"));
+            }
+        }
+        let more = next_stored.is_some() || queued.peek().is_some();
+        let next = more.then(|| out.last().map(|d| d.id.clone())).flatten();
+        Ok((out, next))
     }
 
     /// The shared, parsed form of a subscription (for the sender).

@@ -36,43 +36,47 @@ pub(super) fn check(outbox: &Outbox) -> Result<(), String> {
     let tree = &outbox.inner.tree;
     let state = outbox.lock();
     let subs: BTreeSet<String> = state.subs.keys().cloned().collect();
-    let mut deliveries = HashMap::new();
+    let mut records = HashMap::new();
     for item in tree.scan_prefix([keys::DELIVERY]) {
         let (k, v) = item.unwrap();
         let d = super::claim::decode_delivery(&v).unwrap();
-        let dk = u128::from_be_bytes(k[1..17].try_into().unwrap());
-        if !subs.contains(&d.subscription_id) {
+        let (sub, dk) = keys::split_delivery_key(&k).ok_or("bad delivery key")?;
+        if !subs.contains(sub) || d.subscription_id != sub {
             return Err(format!("orphan delivery {}", d.id));
         }
-        if !tree
-            .contains_key(keys::history_key(&d.subscription_id, dk))
-            .unwrap()
-        {
-            return Err(format!("delivery {} missing from its history", d.id));
-        }
-        deliveries.insert(dk, d);
-    }
-    for item in tree.scan_prefix([keys::HISTORY]) {
-        let (k, _) = item.unwrap();
-        let dk = u128::from_be_bytes(k[k.len() - 16..].try_into().unwrap());
-        if !deliveries.contains_key(&dk) {
-            return Err("history row without its delivery".into());
-        }
+        records.insert(dk, d);
     }
     let mut lanes: BTreeMap<LaneId, Vec<super::index::Entry>> = BTreeMap::new();
     let mut events_needed = BTreeSet::new();
+    let mut deliveries = HashMap::new();
     for item in tree.scan_prefix([keys::LANE]) {
         let (k, v) = item.unwrap();
         let (lane, order) = keys::split_lane_key(&k).ok_or("bad lane key")?;
         let e = keys::decode_entry(order, &v).ok_or("bad lane entry")?;
-        let d = deliveries
-            .get(&e.delivery)
-            .ok_or("lane entry without delivery")?;
-        if d.status != DeliveryStatus::Pending || super::lane_of(d) != lane {
+        if !subs.contains(&*lane.sub) {
+            return Err("orphan lane entry".into());
+        }
+        let d = match records.get(&e.delivery) {
+            Some(d) => d.clone(),
+            None => super::pending_delivery(&lane, &e),
+        };
+        if d.status != DeliveryStatus::Pending || super::lane_of(&d) != lane {
             return Err(format!("lane entry for {} which is {:?}", d.id, d.status));
         }
         events_needed.insert(e.event);
-        lanes.entry(lane).or_default().push(e);
+        lanes.entry(lane.clone()).or_default().push(e);
+        if let Some(other) = deliveries.insert(e.delivery, d) {
+            return Err(format!(
+                "two lane entries of delivery {} ({lane:?}, {other:?})",
+                e.delivery
+            ));
+        }
+    }
+    for (dk, d) in records {
+        if d.status == DeliveryStatus::Pending && !deliveries.contains_key(&dk) {
+            return Err(format!("pending delivery {} is in no lane", d.id));
+        }
+        deliveries.entry(dk).or_insert(d);
     }
     let pending: Vec<_> = deliveries
         .values()
@@ -305,7 +309,9 @@ impl World {
                     .collect();
                 if !failed.is_empty() {
                     let d = &failed[i % failed.len()];
-                    if let super::Retried::Queued(d) = self.outbox().retry(&d.id).unwrap() {
+                    if let super::Retried::Queued(d) =
+                        self.outbox().retry(&d.subscription_id, &d.id).unwrap()
+                    {
                         self.manual.insert(d.id);
                     }
                 }
@@ -451,7 +457,9 @@ fn replay_then_retry_of_one_event_leaves_nothing_stuck() {
         .find(|d| d.status == DeliveryStatus::Failed)
         .unwrap();
     assert!(matches!(
-        w.outbox().retry(&failed.id).unwrap(),
+        w.outbox()
+            .retry(&failed.subscription_id, &failed.id)
+            .unwrap(),
         super::Retried::AlreadyQueued(_)
     ));
     w.apply(Op::Poll(0)).unwrap();

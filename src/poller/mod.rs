@@ -1,6 +1,7 @@
 //! The poller: one light task per watched room, each a thin loop around
 //! [`Poller::poll_once`], sharing the upstream limits.
 
+mod commit;
 mod limits;
 pub mod schedule;
 mod state;
@@ -41,6 +42,7 @@ pub struct Poller {
 struct Inner {
     client: UpstreamClient,
     store: Store,
+    committer: commit::Committer,
     settings: PollSettings,
     runtime: Mutex<HashMap<String, RoomRuntime>>,
     tasks: Mutex<HashMap<String, CancellationToken>>,
@@ -69,6 +71,7 @@ impl Poller {
         Self {
             inner: Arc::new(Inner {
                 client,
+                committer: commit::Committer::start(store.clone(), settings.initial_events),
                 store,
                 in_flight: Semaphore::new(settings.max_in_flight),
                 limiter: RateLimiter::new(settings.max_rps),
@@ -179,10 +182,7 @@ impl Poller {
             }
             self.inner.pause.wait().await;
             self.inner.limiter.acquire().await;
-            let outcome = {
-                let _permit = self.inner.in_flight.acquire().await.expect("never closed");
-                self.poll_once(&room).await
-            };
+            let outcome = self.poll_once(&room).await;
             let failures = self.runtime(room.as_str()).failures;
             let error = match &outcome {
                 PollOutcome::Failed(e) => Some(e),
@@ -239,7 +239,11 @@ impl Poller {
     #[instrument(skip(self), fields(room = %room))]
     pub async fn poll_once(&self, room: &RoomId) -> PollOutcome {
         let started = std::time::Instant::now();
-        let result = self.inner.client.fetch(room).await;
+        let result = {
+            // The cap is on requests in flight: the commit below does not hold it.
+            let _permit = self.inner.in_flight.acquire().await.expect("never closed");
+            self.inner.client.fetch(room).await
+        };
         let took = started.elapsed();
         let now = Utc::now();
         let outcome = match result {
@@ -247,21 +251,11 @@ impl Poller {
                 if self.inner.auth.set(Auth::Accepted) {
                     info!("upstream accepts the organization id");
                 }
-                match self.inner.store.record_poll(
-                    room,
-                    &status,
-                    now,
-                    self.inner.settings.initial_events,
-                ) {
+                match self.commit(room, status, now).await {
                     Ok(PollCommit::Unchanged) => PollOutcome::Unchanged,
                     Ok(PollCommit::Baseline) => PollOutcome::Baseline,
                     Ok(PollCommit::NotWatched) => PollOutcome::NotWatched,
                     Ok(PollCommit::Changed(events)) => {
-                        // A change is seen once it is on disk: a crash after
-                        // this cannot lose it. Concurrent polls share a flush.
-                        if let Err(e) = self.inner.store.ensure_all_durable().await {
-                            warn!(error = %e, "could not flush the store");
-                        }
                         for e in &events {
                             info!(event_id = %e.id, kind = %e.kind, sequence = e.sequence(), "event");
                             let kind = Kind {
@@ -274,7 +268,6 @@ impl Poller {
                     }
                     Err(e) => {
                         warn!(error = %e, "could not store the poll");
-                        self.inner.store.report(&e);
                         PollOutcome::StoreFailed
                     }
                 }
@@ -299,6 +292,24 @@ impl Poller {
         self.record_runtime(room, now, &outcome);
         self.inner.metrics.poll(outcome.label(), took);
         outcome
+    }
+
+    /// An answer settled by a plain read writes nothing; a change goes to
+    /// the committer and is durable when this returns.
+    async fn commit(
+        &self,
+        room: &RoomId,
+        status: crate::room::RoomStatus,
+        now: DateTime<Utc>,
+    ) -> Result<PollCommit, String> {
+        match self.inner.store.settled_without_commit(room, &status) {
+            Ok(Some(settled)) => Ok(settled),
+            Ok(None) => self.inner.committer.commit(room, status, now).await,
+            Err(e) => {
+                self.inner.store.report(&e);
+                Err(e.to_string())
+            }
+        }
     }
 
     /// Watched rooms by health, for `/metrics`.

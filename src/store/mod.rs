@@ -8,7 +8,7 @@ mod rooms;
 pub use crate::db::{Result, StoreError};
 pub use crate::outbox::ms;
 pub use events::{EventFilter, EventPage};
-pub use rooms::{PollCommit, RoomRecord};
+pub use rooms::{PollAnswer, PollCommit, RoomRecord};
 
 use crate::ids::Ids;
 use crate::outbox::Outbox;

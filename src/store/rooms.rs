@@ -110,6 +110,22 @@ impl Store {
         Ok(out)
     }
 
+    /// What a poll's answer needs without writing: Some when it is
+    /// settled by a plain read (unchanged, or the room is not watched),
+    /// None when it must be committed.
+    pub fn settled_without_commit(
+        &self,
+        room: &RoomId,
+        current: &RoomStatus,
+    ) -> Result<Option<PollCommit>> {
+        Ok(match self.room(room.as_str())? {
+            None => Some(PollCommit::NotWatched),
+            Some(r) if r.watched_since.is_none() => Some(PollCommit::NotWatched),
+            Some(r) if r.snapshot.as_ref() == Some(current) => Some(PollCommit::Unchanged),
+            Some(_) => None,
+        })
+    }
+
     /// Store a successful poll's answer: the snapshot and the events it
     /// produced commit in one transaction; an unchanged answer writes nothing.
     pub fn record_poll(
@@ -119,17 +135,29 @@ impl Store {
         seen_at: DateTime<Utc>,
         initial_events: bool,
     ) -> Result<PollCommit> {
-        let key = room.as_str().as_bytes();
         // A plain read first: the common case (nothing changed) never opens a transaction.
-        match self.room(room.as_str())? {
-            None => return Ok(PollCommit::NotWatched),
-            Some(r) if r.watched_since.is_none() => return Ok(PollCommit::NotWatched),
-            Some(r) if r.snapshot.as_ref() == Some(current) => return Ok(PollCommit::Unchanged),
-            Some(_) => {}
+        if let Some(settled) = self.settled_without_commit(room, current)? {
+            return Ok(settled);
         }
+        let answer = PollAnswer {
+            room: room.clone(),
+            status: current.clone(),
+            seen_at,
+        };
+        let mut outcomes = self.commit_polls(std::slice::from_ref(&answer), initial_events)?;
+        Ok(outcomes.pop().expect("one outcome per answer"))
+    }
+
+    /// Commit many rooms' answers in one transaction (group commit): each
+    /// room's snapshot with the events and deliveries it produced.
+    pub fn commit_polls(
+        &self,
+        answers: &[PollAnswer],
+        initial_events: bool,
+    ) -> Result<Vec<PollCommit>> {
         // The outbox stays locked from planning to applying: no subscription
         // changes between choosing the targets and committing their deliveries.
-        let outcome = self.outbox.locked(|state| {
+        self.outbox.locked(|state| {
             let trees = (
                 &self.rooms,
                 &self.events,
@@ -137,58 +165,76 @@ impl Store {
                 self.outbox.tree(),
             );
             let committed = trees.transaction(|(rooms, events, room_events, outbox)| {
-                let Some(bytes) = rooms.get(key)? else {
-                    return Ok((PollCommit::NotWatched, None));
-                };
-                let mut record: RoomRecord =
-                    decode("rooms", &bytes).map_err(ConflictableTransactionError::Abort)?;
-                if record.watched_since.is_none() {
-                    return Ok((PollCommit::NotWatched, None));
-                }
-                let previous = record.snapshot.take();
-                if previous.as_ref() == Some(current) {
-                    return Ok((PollCommit::Unchanged, None));
-                }
-                if previous.is_none() && !initial_events {
-                    record.snapshot = Some(current.clone());
+                let mut outcomes = Vec::with_capacity(answers.len());
+                let mut plans = Vec::new();
+                for a in answers {
+                    let key = a.room.as_str().as_bytes();
+                    let Some(bytes) = rooms.get(key)? else {
+                        outcomes.push(PollCommit::NotWatched);
+                        continue;
+                    };
+                    let mut record: RoomRecord =
+                        decode("rooms", &bytes).map_err(ConflictableTransactionError::Abort)?;
+                    if record.watched_since.is_none() {
+                        outcomes.push(PollCommit::NotWatched);
+                        continue;
+                    }
+                    let previous = record.snapshot.take();
+                    if previous.as_ref() == Some(&a.status) {
+                        outcomes.push(PollCommit::Unchanged);
+                        continue;
+                    }
+                    if previous.is_none() && !initial_events {
+                        record.snapshot = Some(a.status.clone());
+                        rooms.insert(key, encode(&record))?;
+                        outcomes.push(PollCommit::Baseline);
+                        continue;
+                    }
+                    let stored = build_events(
+                        previous.as_ref(),
+                        &a.status,
+                        record.sequence + 1,
+                        a.seen_at,
+                        || event_id(self.ids.next_at(crate::outbox::ms(a.seen_at))),
+                    );
+                    for event in &stored {
+                        let ek = event_key(&event.id).expect("our own id").to_be_bytes();
+                        events.insert(&ek, webhook_body(event))?;
+                        let seq = event.sequence().expect("room events have a sequence");
+                        room_events.insert(room_seq_key(a.room.as_str(), seq), &ek)?;
+                        record.sequence = seq;
+                    }
+                    // The outbox commits with the events: nothing is lost between them.
+                    let plan = self.outbox.plan(state, &stored, a.seen_at);
+                    outbox.apply_batch(plan.batch())?;
+                    if !stored.is_empty() {
+                        record.last_changed_at = Some(a.seen_at);
+                    }
+                    record.snapshot = Some(a.status.clone());
                     rooms.insert(key, encode(&record))?;
-                    return Ok((PollCommit::Baseline, None));
+                    plans.push(plan);
+                    outcomes.push(PollCommit::Changed(stored));
                 }
-                let stored = build_events(
-                    previous.as_ref(),
-                    current,
-                    record.sequence + 1,
-                    seen_at,
-                    || event_id(self.ids.next_at(crate::outbox::ms(seen_at))),
-                );
-                for event in &stored {
-                    let ek = event_key(&event.id).expect("our own id").to_be_bytes();
-                    events.insert(&ek, webhook_body(event))?;
-                    let seq = event.sequence().expect("room events have a sequence");
-                    room_events.insert(room_seq_key(room.as_str(), seq), &ek)?;
-                    record.sequence = seq;
-                }
-                // The outbox commits with the events: nothing is lost between them.
-                let plan = self.outbox.plan(state, &stored, seen_at);
-                outbox.apply_batch(plan.batch())?;
-                if !stored.is_empty() {
-                    record.last_changed_at = Some(seen_at);
-                }
-                record.snapshot = Some(current.clone());
-                rooms.insert(key, encode(&record))?;
-                Ok((PollCommit::Changed(stored), Some(plan)))
+                Ok((outcomes, plans))
             });
-            let (outcome, plan) =
+            let (outcomes, plans) =
                 committed.map_err(|e: sled::transaction::TransactionError<StoreError>| {
                     StoreError::from(e)
                 })?;
-            if let Some(plan) = plan {
+            for plan in plans {
                 self.outbox.applied(state, plan);
             }
-            Ok::<_, StoreError>(outcome)
-        })?;
-        Ok(outcome)
+            Ok(outcomes)
+        })
     }
+}
+
+/// One room's answer, on its way into [`Store::commit_polls`].
+#[derive(Clone, Debug)]
+pub struct PollAnswer {
+    pub room: RoomId,
+    pub status: RoomStatus,
+    pub seen_at: DateTime<Utc>,
 }
 
 #[cfg(test)]

@@ -1,0 +1,398 @@
+//! Benchmark: the relay as users run it, polling and delivering at once,
+//! against nginx as the upstream (a static file per room) and as the
+//! receiver (`return 200`), with wrk's ceiling on the same nginx in the
+//! same run.
+//!
+//! - `throughput ROOMS SUBS`: every room starts at once (3 events each);
+//!   deliveries per second until the receiver has them all.
+//! - `latency ROOMS RATE SECONDS`: RATE participant changes a second;
+//!   change-to-receipt from the upstream's first answer that shows the
+//!   change to the receiver's receipt (both from nginx's access logs).
+//!
+//! Run: `scripts/bench-live.sh` (installs nginx-light and wrk, builds, runs
+//! every shape), or `cargo run --release --example bench_live -- throughput 10000 1`.
+
+#[path = "live/nginx.rs"]
+mod nginx;
+
+use nginx::{free_port, Nginx};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use verriflo_relay::room::RoomStatus;
+
+const TOKEN: &str = "bench-token-0123456789";
+
+fn room_id(i: usize) -> String {
+    format!("room-{i:05}")
+}
+
+fn idle(room: &str) -> RoomStatus {
+    RoomStatus {
+        exists: true,
+        is_active: false,
+        room_id: room.into(),
+        title: Some("Calculus I".into()),
+        participant_count: Some(0),
+        has_teacher: Some(false),
+        is_recording: Some(false),
+        created_at: Some("2024-01-15T09:00:00.000Z".into()),
+        started_at: None,
+    }
+}
+
+/// Started with a teacher and a crowd: room.started, teacher.joined,
+/// participants.changed.
+fn live(room: &str, n: u64) -> RoomStatus {
+    RoomStatus {
+        is_active: true,
+        has_teacher: Some(true),
+        participant_count: Some(n),
+        started_at: Some("2024-01-15T09:02:30.000Z".into()),
+        ..idle(room)
+    }
+}
+
+fn unix_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
+}
+
+/// CPU seconds (user + system) and peak RSS (MiB) of a process.
+fn cpu_and_peak(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    (ticks as f64 / 100.0, kib / 1024.0)
+}
+
+struct Relay {
+    base: String,
+    http: reqwest::Client,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Relay {
+    async fn start(upstream: &str, rooms: usize, extra: &[(&str, &str)]) -> Self {
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("verriflo-relay");
+        assert!(
+            bin.exists(),
+            "build the binary first: cargo build --release"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("relay.toml");
+        let list: Vec<String> = (0..rooms).map(|i| format!("\"{}\"", room_id(i))).collect();
+        std::fs::write(&config, format!("rooms = [{}]\n", list.join(","))).unwrap();
+        let port = free_port();
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--config", config.to_str().unwrap()])
+            .env("VERRIFLO_ORG_ID", "bench")
+            .env("VERRIFLO_API_URL", upstream)
+            .env("RELAY_ADMIN_TOKEN", TOKEN)
+            .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RELAY_DATA_DIR", dir.path().join("data"))
+            .env("RELAY_POLL_INTERVAL", "1s")
+            .env("RELAY_MAX_ROOMS", rooms.max(1).to_string())
+            .env("RELAY_ALLOW_PRIVATE_TARGETS", "true")
+            .env("RELAY_READY_MAX_BACKLOG", "100000000")
+            .env(
+                "RELAY_LOG",
+                std::env::var("BENCH_RELAY_LOG").unwrap_or("warn".into()),
+            )
+            .stdout(if std::env::var("BENCH_RELAY_LOG").is_ok() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let relay = Relay {
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            child: cmd.spawn().unwrap(),
+            _dir: dir,
+        };
+        for _ in 0..400 {
+            if relay
+                .http
+                .get(format!("{}/healthz", relay.base))
+                .send()
+                .await
+                .is_ok()
+            {
+                return relay;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the relay did not come up");
+    }
+
+    async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Until every room has its baseline snapshot.
+    async fn baselined(&self, rooms: usize) {
+        loop {
+            let v = self.api(reqwest::Method::GET, "/v1/rooms", None).await;
+            let ready = v["data"]
+                .as_array()
+                .map(|a| a.iter().filter(|r| !r["status"].is_null()).count())
+                .unwrap_or(0);
+            if ready >= rooms {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn subscribe(&self, url: &str, events: Value) {
+        let v = self
+            .api(
+                reqwest::Method::POST,
+                "/v1/subscriptions",
+                Some(json!({"url": url, "events": events})),
+            )
+            .await;
+        assert_eq!(v["success"], true, "{v}");
+    }
+
+    /// When the last stored event was seen (Unix ms).
+    async fn last_event_ms(&self) -> f64 {
+        let (mut after, mut last) = (String::new(), 0.0f64);
+        loop {
+            let q = if after.is_empty() {
+                String::new()
+            } else {
+                format!("&after={after}")
+            };
+            let v = self
+                .api(
+                    reqwest::Method::GET,
+                    &format!("/v1/events?limit=1000{q}"),
+                    None,
+                )
+                .await;
+            for e in v["data"]["events"].as_array().unwrap() {
+                let t =
+                    chrono::DateTime::parse_from_rfc3339(e["timestamp"].as_str().unwrap()).unwrap();
+                last = last.max(t.timestamp_millis() as f64);
+            }
+            match v["data"]["next"].as_str() {
+                Some(n) => after = n.to_string(),
+                None => return last,
+            }
+        }
+    }
+
+    fn cpu(&self) -> f64 {
+        cpu_and_peak(self.child.id()).0
+    }
+
+    fn peak_mib(&self) -> f64 {
+        cpu_and_peak(self.child.id()).1
+    }
+}
+
+async fn throughput(rooms: usize, subs: usize) {
+    let work = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(work.path(), false);
+    for i in 0..rooms {
+        nginx.set_room(&idle(&room_id(i)));
+    }
+    let ceiling_before = nginx.wrk_ceiling(5);
+    let relay = Relay::start(&nginx.upstream, rooms, &[]).await;
+    relay.baselined(rooms).await;
+    for _ in 0..subs {
+        relay.subscribe(&nginx.hook, json!([])).await;
+    }
+    let expected = rooms * subs * 3;
+    let (cpu0, t0, ms0) = (relay.cpu(), Instant::now(), unix_ms());
+    for i in 0..rooms {
+        nginx.set_room(&live(&room_id(i), 5));
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while nginx.count_lines("hook.log") < expected {
+        assert!(
+            Instant::now() < deadline,
+            "deliveries stalled at {}",
+            nginx.count_lines("hook.log")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = t0.elapsed().as_secs_f64();
+    let cpu = relay.cpu() - cpu0;
+    // The last receipt's own time, from nginx's log, rather than our poll of it.
+    let last_ms: f64 = nginx
+        .log("hook.log")
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+        .fold(0.0, f64::max)
+        * 1000.0;
+    let secs = ((last_ms - ms0) / 1000.0).max(0.001).min(took);
+    let ceiling_after = nginx.wrk_ceiling(5);
+    let seen_ms = relay.last_event_ms().await;
+    println!(
+        "throughput: the last change was seen {:.2} s after the rooms started",
+        (seen_ms - ms0) / 1000.0
+    );
+    println!(
+        "throughput: {rooms} rooms x {subs} subscriptions = {expected} deliveries in {secs:.2} s: {:.0} deliveries/s; relay CPU {:.0} µs per delivery (polls included); peak RSS {:.1} MiB; wrk ceiling {ceiling_before:.0} / {ceiling_after:.0} req/s",
+        expected as f64 / secs,
+        cpu / expected as f64 * 1e6,
+        relay.peak_mib()
+    );
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn latency(rooms: usize, rate: usize, seconds: usize) {
+    let work = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(work.path(), true);
+    for i in 0..rooms {
+        nginx.set_room(&live(&room_id(i), 1));
+    }
+    let relay = Relay::start(&nginx.upstream, rooms, &[]).await;
+    relay.baselined(rooms).await;
+    relay
+        .subscribe(&nginx.hook, json!(["participants.changed"]))
+        .await;
+    // Each change goes to a room of its own, so every event names one change.
+    let changes = (rate * seconds).min(rooms);
+    let mut written: HashMap<String, f64> = HashMap::new();
+    let start = Instant::now();
+    for k in 0..changes {
+        let at = start + Duration::from_secs_f64(k as f64 / rate as f64);
+        tokio::time::sleep_until(at.into()).await;
+        let room = room_id(k);
+        written.insert(room.clone(), unix_ms());
+        nginx.set_room(&live(&room, 2));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while nginx.count_lines("hook.log") < changes {
+        assert!(Instant::now() < deadline, "receipts stalled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The upstream's first answer after each write shows the change.
+    let mut first_answer: HashMap<String, f64> = HashMap::new();
+    for line in nginx.log("up.log").lines() {
+        let mut it = line.split_whitespace();
+        let (Some(t), Some(uri)) = (it.next(), it.next()) else {
+            continue;
+        };
+        let t: f64 = t.parse::<f64>().unwrap_or(0.0) * 1000.0;
+        let room = uri
+            .trim_start_matches("/v1/room/")
+            .trim_end_matches("/status");
+        if let Some(w) = written.get(room) {
+            // The file was renamed before `w` was read back; an answer that
+            // ended a millisecond later was served from it.
+            if t >= w.floor() + 1.0 {
+                first_answer.entry(room.to_string()).or_insert(t);
+            }
+        }
+    }
+    let ids: HashMap<String, String> = {
+        let mut map = HashMap::new();
+        let mut after = String::new();
+        loop {
+            let q = if after.is_empty() {
+                String::new()
+            } else {
+                format!("&after={after}")
+            };
+            let v = relay
+                .api(
+                    reqwest::Method::GET,
+                    &format!("/v1/events?type=participants.changed&limit=1000{q}"),
+                    None,
+                )
+                .await;
+            for e in v["data"]["events"].as_array().unwrap() {
+                map.insert(
+                    e["id"].as_str().unwrap().to_string(),
+                    e["data"]["roomId"].as_str().unwrap().to_string(),
+                );
+            }
+            match v["data"]["next"].as_str() {
+                Some(n) => after = n.to_string(),
+                None => break map,
+            }
+        }
+    };
+    let mut lat = Vec::new();
+    for line in nginx.log("hook.log").lines() {
+        let mut it = line.split_whitespace();
+        let (Some(t), Some(id)) = (it.next(), it.next()) else {
+            continue;
+        };
+        let t: f64 = t.parse::<f64>().unwrap_or(0.0) * 1000.0;
+        if let Some(seen) = ids.get(id).and_then(|room| first_answer.get(room)) {
+            lat.push(t - seen);
+        }
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "latency: {rooms} rooms, {rate} changes/s for {seconds} s, {} matched: change-to-receipt p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (nginx logs in whole ms)",
+        lat.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(0.0)
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n = |i: usize, d: usize| args.get(i).and_then(|v| v.parse().ok()).unwrap_or(d);
+    match args.first().map(String::as_str) {
+        Some("throughput") => throughput(n(1, 10_000), n(2, 1)).await,
+        Some("latency") => latency(n(1, 1_000), n(2, 100), n(3, 10)).await,
+        _ => {
+            throughput(10_000, 1).await;
+            throughput(2_000, 10).await;
+            latency(1_000, 100, 10).await;
+        }
+    }
+}
