@@ -43,38 +43,36 @@ async fn delivery_of(app: &TestApp, sub: &str, sequence: u64) -> Value {
 }
 
 async fn pending(app: &TestApp) -> u64 {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("relay_deliveries_pending "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
+    pending_deliveries(&app.base).await
 }
 
-async fn started(settings: Vec<(&'static str, String)>, up: &Upstream) -> TestApp {
+/// A relay watching room "r" (idle, baselined) with this retry schedule,
+/// and a receiver that fails until `healthy` is set.
+async fn started(
+    schedule: &str,
+    extra: &[(&'static str, &str)],
+) -> (Upstream, TestApp, Receiver, Arc<AtomicBool>) {
+    let up = spawn_upstream().await;
+    up.mock.set_room(idle("r"));
+    let mut settings = fast_settings(&up);
+    settings.push(("RELAY_RETRY_SCHEDULE", schedule.into()));
+    settings.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     let app = TestApp::spawn_with(settings, Arc::new(tempfile::TempDir::new().unwrap())).await;
     app.watch("r").await;
     app.until_snapshot("r", &idle("r")).await;
-    let _ = up;
-    app
+    let rx = Receiver::spawn().await;
+    let healthy = Arc::new(AtomicBool::new(false));
+    let h = healthy.clone();
+    rx.answer(move |_, _| match h.load(Ordering::SeqCst) {
+        true => AxStatus::OK.into_response(),
+        false => AxStatus::INTERNAL_SERVER_ERROR.into_response(),
+    });
+    (up, app, rx, healthy)
 }
 
 #[tokio::test]
 async fn a_failed_event_retried_while_a_newer_one_retries_goes_first_and_all_arrive() {
-    let up = spawn_upstream().await;
-    up.mock.set_room(idle("r"));
-    let mut settings = fast_settings(&up);
-    settings.push(("RELAY_RETRY_SCHEDULE", "20ms".into()));
-    let app = started(settings, &up).await;
-    let rx = Receiver::spawn().await;
-    let healthy = Arc::new(AtomicBool::new(false));
+    let (up, app, rx, healthy) = started("20ms", &[]).await;
     let h = healthy.clone();
     // Event 1 fails for good; event 2 is told to come back in 2 s.
     rx.answer(move |_, r| match (h.load(Ordering::SeqCst), seq(r)) {
@@ -124,18 +122,7 @@ async fn a_failed_event_retried_while_a_newer_one_retries_goes_first_and_all_arr
 
 #[tokio::test]
 async fn replay_then_retry_of_the_same_event_leaves_nothing_pending() {
-    let up = spawn_upstream().await;
-    up.mock.set_room(idle("r"));
-    let mut settings = fast_settings(&up);
-    settings.push(("RELAY_RETRY_SCHEDULE", "20ms".into()));
-    let app = started(settings, &up).await;
-    let rx = Receiver::spawn().await;
-    let healthy = Arc::new(AtomicBool::new(false));
-    let h = healthy.clone();
-    rx.answer(move |_, _| match h.load(Ordering::SeqCst) {
-        true => AxStatus::OK.into_response(),
-        false => AxStatus::INTERNAL_SERVER_ERROR.into_response(),
-    });
+    let (up, app, rx, healthy) = started("20ms", &[]).await;
     let (sub, _) = app.subscribe(json!({"url": rx.url})).await;
     let since = chrono::Utc::now() - chrono::Duration::minutes(1);
     app.apply(&up, crowd("r", 1)).await;
@@ -186,14 +173,7 @@ async fn replay_then_retry_of_the_same_event_leaves_nothing_pending() {
 
 #[tokio::test]
 async fn deleting_a_subscription_with_a_backlog_leaves_nothing_pending_and_ready() {
-    let up = spawn_upstream().await;
-    up.mock.set_room(idle("r"));
-    let mut settings = fast_settings(&up);
-    settings.push(("RELAY_RETRY_SCHEDULE", "1h".into()));
-    settings.push(("RELAY_READY_MAX_BACKLOG", "2".into()));
-    let app = started(settings, &up).await;
-    let rx = Receiver::spawn().await;
-    rx.answer(|_, _| AxStatus::INTERNAL_SERVER_ERROR.into_response());
+    let (up, app, rx, _) = started("1h", &[("RELAY_READY_MAX_BACKLOG", "2")]).await;
     let (sub, _) = app.subscribe(json!({"url": rx.url})).await;
     for n in 1..=4 {
         app.apply(&up, crowd("r", n)).await;

@@ -34,19 +34,6 @@ fn peak_rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
-async fn pending(base: &str) -> u64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("relay_deliveries_pending "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(u64::MAX)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_outage_under_load_drains_with_bounded_memory() {
     let (rooms, subs) = (param("OUTAGE_ROOMS", 600), param("OUTAGE_SUBS", 10));
@@ -115,7 +102,7 @@ async fn a_receiver_outage_under_load_drains_with_bounded_memory() {
         }
         // One round per second of simulated classroom time.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        max_pending = max_pending.max(pending(&relay.base).await);
+        max_pending = max_pending.max(pending_deliveries(&relay.base).await);
     }
     let recovered = std::time::Instant::now();
     // Wait for the last round to be seen, then for the backlog to drain.
@@ -129,7 +116,7 @@ async fn a_receiver_outage_under_load_drains_with_bounded_memory() {
     .await;
     let deadline = DEADLINE.max(Duration::from_secs((rooms * rounds / 500) as u64));
     let start_wait = std::time::Instant::now();
-    while pending(&relay.base).await > 0 {
+    while pending_deliveries(&relay.base).await > 0 {
         assert!(start_wait.elapsed() < deadline, "the backlog did not drain");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

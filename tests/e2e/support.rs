@@ -252,6 +252,20 @@ where
     }
 }
 
+/// `relay_deliveries_pending` from a relay's `/metrics`.
+pub async fn pending_deliveries(base: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("relay_deliveries_pending "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
 /// A room that exists and is idle.
 pub fn idle(room: &str) -> RoomStatus {
     RoomStatus {
