@@ -79,7 +79,11 @@ pub async fn run_with_store(
     let watched = poller.start()?;
     let engine = Engine::new(
         store.clone(),
-        Sender::new(config.delivery_timeout, config.allow_private_targets),
+        Sender::new(
+            config.delivery_timeout,
+            config.allow_private_targets,
+            config.webhook_proxy.as_ref(),
+        ),
         config.retry_schedule.clone(),
         config.delivery_concurrency,
         wake.clone(),

@@ -67,6 +67,9 @@ pub struct Config {
     pub retention: Duration,
     /// Pending deliveries past which `/readyz` fails.
     pub ready_max_backlog: u64,
+    /// An HTTP proxy for webhooks, only when set here: the standard proxy
+    /// variables never apply to webhooks (they would bypass the SSRF guard).
+    pub webhook_proxy: Option<Url>,
 }
 
 /// `(environment name, TOML key)` of every setting; the environment wins.
@@ -96,7 +99,14 @@ const SETTINGS: &[(&str, &str)] = &[
     ("RELAY_REQUEST_TIMEOUT", "request_timeout"),
     ("RELAY_RETENTION", "retention"),
     ("RELAY_READY_MAX_BACKLOG", "ready_max_backlog"),
+    ("RELAY_WEBHOOK_PROXY", "webhook_proxy"),
+    ("RELAY_ADMIN_TOKEN_FILE", "admin_token_file"),
+    ("VERRIFLO_ORG_ID_FILE", "org_id_file"),
 ];
+
+/// The longest duration any setting takes: beyond it, times would overflow
+/// the calendar (a retry due in 10,000 years).
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,14h,20h,24h";
 
@@ -176,8 +186,28 @@ impl Sources {
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|_| format!("{text:?} is not a duration (write e.g. 5s, 500ms, 2m)"))
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|_| format!("{text:?} is not a duration (write e.g. 5s, 500ms, 2m)"))?;
+    if d > MAX_DURATION {
+        return Err(format!("{text:?} is longer than 10 years"));
+    }
+    Ok(d)
+}
+
+/// A secret from its setting, or from the file its `_FILE` setting names
+/// (the Docker and Kubernetes secrets convention). Errors never show it.
+fn secret_value(s: &Sources, env: &'static str, file_env: &'static str) -> Result<Option<String>, ConfigError> {
+    match (s.get(env), s.get(file_env)) {
+        (Some(_), Some(_)) => Err(err(env, format!("is set twice: here and through {file_env}"))),
+        (Some(v), None) => Ok(Some(v.to_string())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| err(file_env, format!("cannot read {path}: {}", e.kind())))?;
+            let value = text.trim_end_matches(['\n', '\r']).to_string();
+            Ok(Some(value).filter(|v| !v.is_empty()))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 fn parse_bool(text: &str) -> Result<bool, String> {
@@ -211,21 +241,29 @@ impl Config {
                 .map_err(|_| format!("{t:?} is not a whole number"))
         };
 
-        let org_id = s
-            .get("VERRIFLO_ORG_ID")
-            .map(|v| OrgId::parse(v).map_err(|m| err("VERRIFLO_ORG_ID", m)))
+        let org_id = secret_value(s, "VERRIFLO_ORG_ID", "VERRIFLO_ORG_ID_FILE")?
+            .map(|v| OrgId::parse(&v).map_err(|m| err("VERRIFLO_ORG_ID", m)))
             .transpose()?;
-        let admin_token = s
-            .get("RELAY_ADMIN_TOKEN")
-            .map(|v| AdminToken::parse(v).map_err(|m| err("RELAY_ADMIN_TOKEN", m)))
+        let admin_token = secret_value(s, "RELAY_ADMIN_TOKEN", "RELAY_ADMIN_TOKEN_FILE")?
+            .map(|v| AdminToken::parse(&v).map_err(|m| err("RELAY_ADMIN_TOKEN", m)))
             .transpose()?;
-        let api_url = typed(s, "VERRIFLO_API_URL", "https://api.verriflo.com", |t| {
-            let url = Url::parse(t).map_err(|e| format!("{t:?} is not a URL: {e}"))?;
+        // URLs are logged, so one with credentials in it is refused (and
+        // never echoed: the message names the parts, not the value).
+        let http_url = |t: &str| {
+            let url = Url::parse(t).map_err(|e| format!("is not a URL: {e}"))?;
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err("must not carry credentials (user:password@)".to_string());
+            }
             match url.scheme() {
                 "http" | "https" if url.host().is_some() => Ok(url),
                 _ => Err(format!("{t:?} is not an http(s) URL")),
             }
-        })?;
+        };
+        let api_url = typed(s, "VERRIFLO_API_URL", "https://api.verriflo.com", http_url)?;
+        let webhook_proxy = s
+            .get("RELAY_WEBHOOK_PROXY")
+            .map(|t| http_url(t).map_err(|m| err("RELAY_WEBHOOK_PROXY", m)))
+            .transpose()?;
         let listen = typed(s, "RELAY_LISTEN", "127.0.0.1:8080", |t| {
             t.parse::<SocketAddr>()
                 .map_err(|_| format!("{t:?} is not an address like 127.0.0.1:8080"))
@@ -329,6 +367,7 @@ impl Config {
             request_timeout,
             retention,
             ready_max_backlog,
+            webhook_proxy,
         })
     }
 

@@ -70,3 +70,44 @@ fn secrets_do_not_debug_print() {
     let printed = format!("{c:?}");
     assert!(!printed.contains("secret"), "{printed}");
 }
+
+#[test]
+fn settings_that_would_hurt_later_are_refused_at_start() {
+    for (k, v) in [
+        ("RELAY_RETRY_SCHEDULE", "5s,400000years"),
+        ("RELAY_DELIVERY_TIMEOUT", "11years"),
+        ("VERRIFLO_ORG_ID", "org\u{e9}-\u{1f600}"),
+        ("VERRIFLO_API_URL", "https://user:hunter2@api.example.com"),
+        ("RELAY_WEBHOOK_PROXY", "socks://x"),
+    ] {
+        let e = Config::from_sources(&sources(&[(k, v)])).unwrap_err();
+        assert_eq!(e.setting, k, "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+}
+
+#[test]
+fn secrets_come_from_files_and_errors_never_show_them() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "from-a-file-0123456789\n").unwrap();
+    let org = dir.path().join("org");
+    std::fs::write(&org, "org-from-file").unwrap();
+    let c = Config::from_sources(&sources(&[
+        ("RELAY_ADMIN_TOKEN_FILE", token.to_str().unwrap()),
+        ("VERRIFLO_ORG_ID_FILE", org.to_str().unwrap()),
+    ]))
+    .unwrap();
+    let (o, t) = c.require_serve().unwrap();
+    assert_eq!(t.expose(), "from-a-file-0123456789");
+    assert_eq!(o.expose(), "org-from-file");
+    // A bad secret's error names the setting, never the value.
+    std::fs::write(&token, "short-secret").unwrap();
+    let e = Config::from_sources(&sources(&[("RELAY_ADMIN_TOKEN_FILE", token.to_str().unwrap())]))
+        .unwrap_err();
+    assert_eq!(e.setting, "RELAY_ADMIN_TOKEN");
+    assert!(!e.to_string().contains("short-secret"));
+    let e = Config::from_sources(&sources(&[("RELAY_ADMIN_TOKEN_FILE", "/nonexistent/x")]))
+        .unwrap_err();
+    assert_eq!(e.setting, "RELAY_ADMIN_TOKEN_FILE");
+}

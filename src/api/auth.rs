@@ -7,12 +7,14 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 
+/// `Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 7235).
 pub fn bearer_ok(state: &AppState, headers: &HeaderMap) -> bool {
     headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| state.admin_token.matches(t.trim()))
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(_, t)| state.admin_token.matches(t.trim()))
 }
 
 pub async fn require_bearer(

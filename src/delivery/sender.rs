@@ -17,11 +17,20 @@ const KEEP_RESPONSE: usize = 256;
 pub struct Sender {
     http: reqwest::Client,
     allow_private: bool,
+    /// Through a proxy the proxy resolves the target, so each target is
+    /// resolved and checked here before the request goes out.
+    proxied: bool,
 }
 
 impl Sender {
-    pub fn new(timeout: Duration, allow_private: bool) -> Self {
-        let http = reqwest::Client::builder()
+    /// `proxy` is `RELAY_WEBHOOK_PROXY`; the standard proxy variables
+    /// (`HTTP_PROXY`, `ALL_PROXY`, ...) never apply to webhooks.
+    pub fn new(timeout: Duration, allow_private: bool, proxy: Option<&url::Url>) -> Self {
+        let mut builder = reqwest::Client::builder().no_proxy();
+        if let Some(p) = proxy {
+            builder = builder.proxy(reqwest::Proxy::all(p.as_str()).expect("a checked http(s) URL"));
+        }
+        let http = builder
             .timeout(timeout)
             .connect_timeout(timeout)
             // A redirect is a failed attempt; its target is never requested.
@@ -36,6 +45,7 @@ impl Sender {
         Self {
             http,
             allow_private,
+            proxied: proxy.is_some(),
         }
     }
 
@@ -53,7 +63,10 @@ impl Sender {
         let signature = signature_header(target.live_secrets(now), event_id, timestamp, &body);
         let refusal = match &target.url {
             None => Some("url is not a URL".to_string()),
-            Some(url) => self.refuse_literal(url),
+            Some(url) => match self.refuse_literal(url) {
+                Some(r) => Some(r),
+                None => self.refuse_through_proxy(url).await,
+            },
         };
         let result = match (refusal, &target.url) {
             (Some(refusal), _) => Err(refusal),
@@ -109,6 +122,20 @@ impl Sender {
         };
         attempt.duration_ms = started.elapsed().as_millis() as u64;
         (attempt, outcome)
+    }
+
+    /// Through a proxy our resolver is not asked, so the target's name is
+    /// resolved and checked here first (every address must be allowed).
+    async fn refuse_through_proxy(&self, url: &url::Url) -> Option<String> {
+        if !self.proxied || self.allow_private {
+            return None;
+        }
+        let host = url.host_str()?;
+        let port = url.port_or_known_default().unwrap_or(443);
+        crate::ssrf::resolve_allowed(host, port, false)
+            .await
+            .err()
+            .map(|e| format!("refused: {e}"))
     }
 
     /// An IP-literal URL never reaches the resolver, so it is checked here.

@@ -9,6 +9,7 @@ mod delivery;
 mod demo;
 mod faults;
 mod fuzz;
+mod hardening;
 mod logs;
 mod openapi;
 mod operations;

@@ -1,0 +1,172 @@
+//! The edges, hardened: proxies cannot carry webhooks past the SSRF guard,
+//! the bearer scheme is case-insensitive, and settings that would hurt
+//! later stop start-up naming the setting, never showing a secret.
+
+use crate::child::{api, start};
+use crate::receiver::Receiver;
+use crate::support::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A stand-in HTTP proxy: counts connections and answers 200 to anything.
+async fn spawn_proxy() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+fn proxy_vars(proxy: &str) -> Vec<(&'static str, String)> {
+    ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"]
+        .into_iter()
+        .map(|k| (k, proxy.to_string()))
+        .collect()
+}
+
+async fn deliveries(base: &str, sub: &str) -> Vec<Value> {
+    let v = api(base, reqwest::Method::GET, &format!("/v1/subscriptions/{sub}/deliveries"), None).await;
+    v["data"]["deliveries"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn proxy_variables_never_carry_a_webhook_past_the_guard() {
+    let up = spawn_upstream().await;
+    let (proxy, seen) = spawn_proxy().await;
+    let rx = Receiver::spawn().await;
+    let port = rx.url.split(':').nth(2).unwrap().split('/').next().unwrap().to_string();
+    let by_name = format!("http://localhost:{port}/hook");
+    let dir = tempfile::TempDir::new().unwrap();
+    let strict = ("RELAY_ALLOW_PRIVATE_TARGETS", "false".to_string());
+
+    // Strict mode refuses a name that resolves to loopback, proxy or not.
+    for with_proxy in [false, true] {
+        let mut settings = vec![strict.clone()];
+        if with_proxy {
+            settings.extend(proxy_vars(&proxy));
+        }
+        let relay = start(&up, dir.path(), &settings).await;
+        let created = api(&relay.base, reqwest::Method::POST, "/v1/subscriptions", Some(json!({"url": by_name}))).await;
+        assert_eq!(created["error"]["code"], "target_refused", "{created}");
+        drop(relay);
+    }
+
+    // Allowed targets go straight to the receiver: the variables are ignored.
+    let relay = start(&up, dir.path(), &proxy_vars(&proxy)).await;
+    let created = api(&relay.base, reqwest::Method::POST, "/v1/subscriptions", Some(json!({"url": by_name}))).await;
+    let sub = created["data"]["id"].as_str().unwrap().to_string();
+    api(&relay.base, reqwest::Method::POST, &format!("/v1/subscriptions/{sub}/test"), None).await;
+    eventually("the test webhook", || async { (!rx.hooks().is_empty()).then_some(()) }).await;
+    drop(relay);
+
+    // The subscription stored back then, now in strict mode with the
+    // variables set: the attempt is refused and nothing reaches the proxy.
+    let mut settings = vec![strict.clone()];
+    settings.extend(proxy_vars(&proxy));
+    let relay = start(&up, dir.path(), &settings).await;
+    api(&relay.base, reqwest::Method::POST, &format!("/v1/subscriptions/{sub}/test"), None).await;
+    let refused = eventually("the refused attempt", || async {
+        let d = deliveries(&relay.base, &sub).await;
+        d.iter()
+            .flat_map(|d| d["attempts"].as_array().cloned().unwrap_or_default())
+            .find(|a| a["error"].as_str().is_some_and(|e| e.contains("refused") || e.contains("private")))
+    })
+    .await;
+    assert!(refused["statusCode"].is_null());
+    assert_eq!(rx.hooks().len(), 1, "nothing more reached the receiver");
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "nothing reached the proxy");
+    drop(relay);
+
+    // An explicit webhook proxy still checks every target first...
+    let mut settings = vec![strict, ("RELAY_WEBHOOK_PROXY", proxy.clone())];
+    settings.extend(proxy_vars(&proxy));
+    let relay = start(&up, dir.path(), &settings).await;
+    api(&relay.base, reqwest::Method::POST, &format!("/v1/subscriptions/{sub}/test"), None).await;
+    eventually("a second refused attempt", || async {
+        let d = deliveries(&relay.base, &sub).await;
+        let refused = d
+            .iter()
+            .flat_map(|d| d["attempts"].as_array().cloned().unwrap_or_default())
+            .filter(|a| a["error"].as_str().is_some_and(|e| e.contains("refused") || e.contains("private")))
+            .count();
+        (refused >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "a refused target never reaches the proxy");
+    drop(relay);
+
+    // ...and carries what is allowed.
+    let settings = vec![("RELAY_WEBHOOK_PROXY", proxy.clone())];
+    let relay = start(&up, dir.path(), &settings).await;
+    api(&relay.base, reqwest::Method::POST, &format!("/v1/subscriptions/{sub}/test"), None).await;
+    eventually("the proxy to carry a webhook", || async {
+        (seen.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    assert_eq!(rx.hooks().len(), 1, "it went through the proxy, not around it");
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let up = spawn_upstream().await;
+    let app = TestApp::spawn(&up).await;
+    for (header, want) in [
+        (format!("Bearer {TOKEN}"), StatusCode::OK),
+        (format!("bearer {TOKEN}"), StatusCode::OK),
+        (format!("BEARER  {TOKEN}"), StatusCode::OK),
+        (format!("Basic {TOKEN}"), StatusCode::UNAUTHORIZED),
+        (format!("Bearer {TOKEN}x"), StatusCode::UNAUTHORIZED),
+        (TOKEN.to_string(), StatusCode::UNAUTHORIZED),
+    ] {
+        let status = app
+            .http
+            .get(format!("{}/v1/rooms", app.base))
+            .header("authorization", header.clone())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, want, "{header}");
+    }
+}
+
+#[test]
+fn settings_that_would_hurt_stop_start_up_without_showing_secrets() {
+    for (k, v, secret) in [
+        ("RELAY_RETRY_SCHEDULE", "5s,400000years", ""),
+        ("RELAY_DELIVERY_TIMEOUT", "20years", ""),
+        ("VERRIFLO_ORG_ID", "org\u{e9}", "org\u{e9}"),
+        ("VERRIFLO_API_URL", "https://me:hunter2@api.example.com", "hunter2"),
+        ("RELAY_ADMIN_TOKEN", "tooshort", "tooshort"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_verriflo-relay"))
+            .arg("serve")
+            .env("VERRIFLO_ORG_ID", ORG)
+            .env("RELAY_ADMIN_TOKEN", TOKEN)
+            .env("RELAY_DATA_DIR", tempfile::TempDir::new().unwrap().path())
+            .env(k, v)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{k}: {text}");
+        assert!(text.contains(k), "{k}: {text}");
+        if !secret.is_empty() {
+            assert!(!text.contains(secret), "{k} shows its value: {text}");
+        }
+    }
+}
