@@ -70,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(deliveries::list))
         .routes(routes!(deliveries::retry))
         .routes(routes!(deliveries::replay))
+        .route_layer(from_fn_with_state(state.clone(), durable_writes))
         .route_layer(from_fn_with_state(state.clone(), auth::require_bearer))
         .split_for_parts();
     // The drop-in route authenticates itself (VF-ORG-ID or the bearer token).
@@ -93,6 +94,25 @@ pub fn router(state: AppState) -> Router {
             move |req, next| request_timeout(limit, req, next)
         }))
         .with_state(state)
+}
+
+/// An admin write is on disk before it is acknowledged: a created
+/// subscription's secret or a rotation survives a crash right after the
+/// 2xx. Concurrent writes share one flush (group commit).
+async fn durable_writes(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let writes = !matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    let response = next.run(request).await;
+    if writes && response.status().is_success() {
+        if let Err(e) = state.store.make_writes_durable().await {
+            return ApiError::from(e).into_response();
+        }
+    }
+    response
 }
 
 /// Answer 408 in the envelope when a request takes longer than `limit`.

@@ -165,6 +165,13 @@ impl Store {
         Ok(())
     }
 
+    /// Make every write so far durable, sharing a flush with writes made
+    /// meanwhile (for admin writes, which must be on disk before the 2xx).
+    pub async fn make_writes_durable(&self) -> Result<()> {
+        let target = self.queued.fetch_add(1, Ordering::SeqCst) + 1;
+        self.ensure_durable(target).await
+    }
+
     /// Make every queueing commit so far durable.
     pub async fn ensure_all_durable(&self) -> Result<()> {
         self.ensure_durable(self.queued.load(Ordering::SeqCst))

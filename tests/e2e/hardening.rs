@@ -170,3 +170,28 @@ fn settings_that_would_hurt_stop_start_up_without_showing_secrets() {
         }
     }
 }
+
+#[tokio::test]
+async fn admin_writes_survive_a_sigkill_right_after_the_2xx() {
+    let up = spawn_upstream().await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut expected: Vec<(String, String, String)> = Vec::new();
+    for i in 0..8 {
+        let mut relay = start(&up, dir.path(), &[]).await;
+        // Everything acknowledged before this kill must still be there.
+        for (sub, secret, room) in &expected {
+            let got = api(&relay.base, reqwest::Method::GET, &format!("/v1/subscriptions/{sub}/secret"), None).await;
+            assert_eq!(got["data"]["secret"], secret.as_str(), "round {i}: {sub}");
+            let r = api(&relay.base, reqwest::Method::GET, &format!("/v1/rooms/{room}"), None).await;
+            assert_eq!(r["success"], true, "round {i}: room {room} was watched");
+        }
+        let room = format!("kept-{i}");
+        let created = api(&relay.base, reqwest::Method::POST, "/v1/subscriptions", Some(json!({"url": "http://127.0.0.1:9/hook", "rooms": [room]}))).await;
+        let sub = created["data"]["id"].as_str().unwrap().to_string();
+        let rotated = api(&relay.base, reqwest::Method::POST, &format!("/v1/subscriptions/{sub}/rotate-secret"), None).await;
+        let secret = rotated["data"]["secret"].as_str().unwrap().to_string();
+        relay.child.kill().expect("SIGKILL");
+        relay.child.wait().unwrap();
+        expected.push((sub, secret, room));
+    }
+}
