@@ -31,6 +31,7 @@ pub async fn run(
 
 /// Open the store and prove it can be written, or say why not.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    prepare_data_dir(&config.data_dir)?;
     let dir = config.data_dir.display();
     let store = Store::open(&config.data_dir, config.cache_capacity)
         .with_context(|| format!("RELAY_DATA_DIR: cannot open the store in {dir}"))?;
@@ -38,6 +39,31 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         format!("RELAY_DATA_DIR: cannot write to the store in {dir} (read-only or full?)")
     })?;
     Ok(store)
+}
+
+/// Webhook secrets live in the data dir: create it readable by this user
+/// only, and warn when an existing one is open to the group or the world.
+fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("RELAY_DATA_DIR: cannot create {}", dir.display()))?;
+        return Ok(());
+    }
+    if let Ok(meta) = std::fs::metadata(dir) {
+        let mode = meta.permissions().mode();
+        if meta.is_dir() && mode & 0o077 != 0 {
+            warn!(
+                dir = %dir.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the data directory holds webhook secrets and is readable by other users: chmod 700 it"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// [`run`] with a store that is already open.

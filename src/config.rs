@@ -196,9 +196,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// A secret from its setting, or from the file its `_FILE` setting names
 /// (the Docker and Kubernetes secrets convention). Errors never show it.
-fn secret_value(s: &Sources, env: &'static str, file_env: &'static str) -> Result<Option<String>, ConfigError> {
+fn secret_value(
+    s: &Sources,
+    env: &'static str,
+    file_env: &'static str,
+) -> Result<Option<String>, ConfigError> {
     match (s.get(env), s.get(file_env)) {
-        (Some(_), Some(_)) => Err(err(env, format!("is set twice: here and through {file_env}"))),
+        (Some(_), Some(_)) => Err(err(
+            env,
+            format!("is set twice: here and through {file_env}"),
+        )),
         (Some(v), None) => Ok(Some(v.to_string())),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path)

@@ -103,8 +103,11 @@ fn secrets_come_from_files_and_errors_never_show_them() {
     assert_eq!(o.expose(), "org-from-file");
     // A bad secret's error names the setting, never the value.
     std::fs::write(&token, "short-secret").unwrap();
-    let e = Config::from_sources(&sources(&[("RELAY_ADMIN_TOKEN_FILE", token.to_str().unwrap())]))
-        .unwrap_err();
+    let e = Config::from_sources(&sources(&[(
+        "RELAY_ADMIN_TOKEN_FILE",
+        token.to_str().unwrap(),
+    )]))
+    .unwrap_err();
     assert_eq!(e.setting, "RELAY_ADMIN_TOKEN");
     assert!(!e.to_string().contains("short-secret"));
     let e = Config::from_sources(&sources(&[("RELAY_ADMIN_TOKEN_FILE", "/nonexistent/x")]))

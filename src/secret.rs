@@ -15,7 +15,8 @@ impl OrgId {
         }
         // It travels as a header on every poll: one that is not a valid
         // header value would fail them all, so it is refused here.
-        if !s.bytes().all(|b| (0x20..0x7f).contains(&b)) || http::HeaderValue::from_str(s).is_err() {
+        if !s.bytes().all(|b| (0x20..0x7f).contains(&b)) || http::HeaderValue::from_str(s).is_err()
+        {
             return Err("must be visible ASCII (it is sent as the VF-ORG-ID header)".into());
         }
         Ok(Self(s.to_string()))

@@ -105,7 +105,10 @@ async fn durable_writes(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let writes = !matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    let writes = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
     let response = next.run(request).await;
     if writes && response.status().is_success() {
         if let Err(e) = state.store.make_writes_durable().await {

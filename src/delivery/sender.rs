@@ -28,7 +28,8 @@ impl Sender {
     pub fn new(timeout: Duration, allow_private: bool, proxy: Option<&url::Url>) -> Self {
         let mut builder = reqwest::Client::builder().no_proxy();
         if let Some(p) = proxy {
-            builder = builder.proxy(reqwest::Proxy::all(p.as_str()).expect("a checked http(s) URL"));
+            builder =
+                builder.proxy(reqwest::Proxy::all(p.as_str()).expect("a checked http(s) URL"));
         }
         let http = builder
             .timeout(timeout)

@@ -24,7 +24,9 @@ async fn spawn_proxy() -> (String, Arc<AtomicUsize>) {
                 let mut buf = vec![0u8; 65536];
                 let _ = socket.read(&mut buf).await;
                 let _ = socket
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
                     .await;
             });
         }
@@ -33,15 +35,31 @@ async fn spawn_proxy() -> (String, Arc<AtomicUsize>) {
 }
 
 fn proxy_vars(proxy: &str) -> Vec<(&'static str, String)> {
-    ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"]
-        .into_iter()
-        .map(|k| (k, proxy.to_string()))
-        .collect()
+    [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ]
+    .into_iter()
+    .map(|k| (k, proxy.to_string()))
+    .collect()
 }
 
 async fn deliveries(base: &str, sub: &str) -> Vec<Value> {
-    let v = api(base, reqwest::Method::GET, &format!("/v1/subscriptions/{sub}/deliveries"), None).await;
-    v["data"]["deliveries"].as_array().cloned().unwrap_or_default()
+    let v = api(
+        base,
+        reqwest::Method::GET,
+        &format!("/v1/subscriptions/{sub}/deliveries"),
+        None,
+    )
+    .await;
+    v["data"]["deliveries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -49,7 +67,15 @@ async fn proxy_variables_never_carry_a_webhook_past_the_guard() {
     let up = spawn_upstream().await;
     let (proxy, seen) = spawn_proxy().await;
     let rx = Receiver::spawn().await;
-    let port = rx.url.split(':').nth(2).unwrap().split('/').next().unwrap().to_string();
+    let port = rx
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
     let by_name = format!("http://localhost:{port}/hook");
     let dir = tempfile::TempDir::new().unwrap();
     let strict = ("RELAY_ALLOW_PRIVATE_TARGETS", "false".to_string());
@@ -61,17 +87,38 @@ async fn proxy_variables_never_carry_a_webhook_past_the_guard() {
             settings.extend(proxy_vars(&proxy));
         }
         let relay = start(&up, dir.path(), &settings).await;
-        let created = api(&relay.base, reqwest::Method::POST, "/v1/subscriptions", Some(json!({"url": by_name}))).await;
+        let created = api(
+            &relay.base,
+            reqwest::Method::POST,
+            "/v1/subscriptions",
+            Some(json!({"url": by_name})),
+        )
+        .await;
         assert_eq!(created["error"]["code"], "target_refused", "{created}");
         drop(relay);
     }
 
     // Allowed targets go straight to the receiver: the variables are ignored.
     let relay = start(&up, dir.path(), &proxy_vars(&proxy)).await;
-    let created = api(&relay.base, reqwest::Method::POST, "/v1/subscriptions", Some(json!({"url": by_name}))).await;
+    let created = api(
+        &relay.base,
+        reqwest::Method::POST,
+        "/v1/subscriptions",
+        Some(json!({"url": by_name})),
+    )
+    .await;
     let sub = created["data"]["id"].as_str().unwrap().to_string();
-    api(&relay.base, reqwest::Method::POST, &format!("/v1/subscriptions/{sub}/test"), None).await;
-    eventually("the test webhook", || async { (!rx.hooks().is_empty()).then_some(()) }).await;
+    api(
+        &relay.base,
+        reqwest::Method::POST,
+        &format!("/v1/subscriptions/{sub}/test"),
+        None,
+    )
+    .await;
+    eventually("the test webhook", || async {
+        (!rx.hooks().is_empty()).then_some(())
+    })
+    .await;
     drop(relay);
 
     // The subscription stored back then, now in strict mode with the
@@ -79,12 +126,22 @@ async fn proxy_variables_never_carry_a_webhook_past_the_guard() {
     let mut settings = vec![strict.clone()];
     settings.extend(proxy_vars(&proxy));
     let relay = start(&up, dir.path(), &settings).await;
-    api(&relay.base, reqwest::Method::POST, &format!("/v1/subscriptions/{sub}/test"), None).await;
+    api(
+        &relay.base,
+        reqwest::Method::POST,
+        &format!("/v1/subscriptions/{sub}/test"),
+        None,
+    )
+    .await;
     let refused = eventually("the refused attempt", || async {
         let d = deliveries(&relay.base, &sub).await;
         d.iter()
             .flat_map(|d| d["attempts"].as_array().cloned().unwrap_or_default())
-            .find(|a| a["error"].as_str().is_some_and(|e| e.contains("refused") || e.contains("private")))
+            .find(|a| {
+                a["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("refused") || e.contains("private"))
+            })
     })
     .await;
     assert!(refused["statusCode"].is_null());
@@ -96,29 +153,53 @@ async fn proxy_variables_never_carry_a_webhook_past_the_guard() {
     let mut settings = vec![strict, ("RELAY_WEBHOOK_PROXY", proxy.clone())];
     settings.extend(proxy_vars(&proxy));
     let relay = start(&up, dir.path(), &settings).await;
-    api(&relay.base, reqwest::Method::POST, &format!("/v1/subscriptions/{sub}/test"), None).await;
+    api(
+        &relay.base,
+        reqwest::Method::POST,
+        &format!("/v1/subscriptions/{sub}/test"),
+        None,
+    )
+    .await;
     eventually("a second refused attempt", || async {
         let d = deliveries(&relay.base, &sub).await;
         let refused = d
             .iter()
             .flat_map(|d| d["attempts"].as_array().cloned().unwrap_or_default())
-            .filter(|a| a["error"].as_str().is_some_and(|e| e.contains("refused") || e.contains("private")))
+            .filter(|a| {
+                a["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("refused") || e.contains("private"))
+            })
             .count();
         (refused >= 2).then_some(())
     })
     .await;
-    assert_eq!(seen.load(Ordering::SeqCst), 0, "a refused target never reaches the proxy");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        0,
+        "a refused target never reaches the proxy"
+    );
     drop(relay);
 
     // ...and carries what is allowed.
     let settings = vec![("RELAY_WEBHOOK_PROXY", proxy.clone())];
     let relay = start(&up, dir.path(), &settings).await;
-    api(&relay.base, reqwest::Method::POST, &format!("/v1/subscriptions/{sub}/test"), None).await;
+    api(
+        &relay.base,
+        reqwest::Method::POST,
+        &format!("/v1/subscriptions/{sub}/test"),
+        None,
+    )
+    .await;
     eventually("the proxy to carry a webhook", || async {
         (seen.load(Ordering::SeqCst) > 0).then_some(())
     })
     .await;
-    assert_eq!(rx.hooks().len(), 1, "it went through the proxy, not around it");
+    assert_eq!(
+        rx.hooks().len(),
+        1,
+        "it went through the proxy, not around it"
+    );
 }
 
 #[tokio::test]
@@ -151,7 +232,11 @@ fn settings_that_would_hurt_stop_start_up_without_showing_secrets() {
         ("RELAY_RETRY_SCHEDULE", "5s,400000years", ""),
         ("RELAY_DELIVERY_TIMEOUT", "20years", ""),
         ("VERRIFLO_ORG_ID", "org\u{e9}", "org\u{e9}"),
-        ("VERRIFLO_API_URL", "https://me:hunter2@api.example.com", "hunter2"),
+        (
+            "VERRIFLO_API_URL",
+            "https://me:hunter2@api.example.com",
+            "hunter2",
+        ),
         ("RELAY_ADMIN_TOKEN", "tooshort", "tooshort"),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_verriflo-relay"))
@@ -162,7 +247,8 @@ fn settings_that_would_hurt_stop_start_up_without_showing_secrets() {
             .env(k, v)
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(2), "{k}: {text}");
         assert!(text.contains(k), "{k}: {text}");
         if !secret.is_empty() {
@@ -180,15 +266,39 @@ async fn admin_writes_survive_a_sigkill_right_after_the_2xx() {
         let mut relay = start(&up, dir.path(), &[]).await;
         // Everything acknowledged before this kill must still be there.
         for (sub, secret, room) in &expected {
-            let got = api(&relay.base, reqwest::Method::GET, &format!("/v1/subscriptions/{sub}/secret"), None).await;
+            let got = api(
+                &relay.base,
+                reqwest::Method::GET,
+                &format!("/v1/subscriptions/{sub}/secret"),
+                None,
+            )
+            .await;
             assert_eq!(got["data"]["secret"], secret.as_str(), "round {i}: {sub}");
-            let r = api(&relay.base, reqwest::Method::GET, &format!("/v1/rooms/{room}"), None).await;
+            let r = api(
+                &relay.base,
+                reqwest::Method::GET,
+                &format!("/v1/rooms/{room}"),
+                None,
+            )
+            .await;
             assert_eq!(r["success"], true, "round {i}: room {room} was watched");
         }
         let room = format!("kept-{i}");
-        let created = api(&relay.base, reqwest::Method::POST, "/v1/subscriptions", Some(json!({"url": "http://127.0.0.1:9/hook", "rooms": [room]}))).await;
+        let created = api(
+            &relay.base,
+            reqwest::Method::POST,
+            "/v1/subscriptions",
+            Some(json!({"url": "http://127.0.0.1:9/hook", "rooms": [room]})),
+        )
+        .await;
         let sub = created["data"]["id"].as_str().unwrap().to_string();
-        let rotated = api(&relay.base, reqwest::Method::POST, &format!("/v1/subscriptions/{sub}/rotate-secret"), None).await;
+        let rotated = api(
+            &relay.base,
+            reqwest::Method::POST,
+            &format!("/v1/subscriptions/{sub}/rotate-secret"),
+            None,
+        )
+        .await;
         let secret = rotated["data"]["secret"].as_str().unwrap().to_string();
         relay.child.kill().expect("SIGKILL");
         relay.child.wait().unwrap();

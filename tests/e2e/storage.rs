@@ -157,3 +157,46 @@ async fn a_full_disk_stops_cleanly_and_the_store_reopens_intact() {
     assert!(got["data"]["sequence"].as_u64().unwrap() > last);
     drop(relay);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_dir_is_created_private_and_an_open_one_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = spawn_upstream().await;
+    let tmp = tempfile::TempDir::new().unwrap();
+    let fresh = tmp.path().join("fresh");
+    let relay = start(&up, &fresh, &[]).await;
+    let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "created as {mode:o}");
+    drop(relay);
+
+    let open = tmp.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = tmp.path().join("log");
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_verriflo-relay"))
+        .arg("serve")
+        .env("VERRIFLO_ORG_ID", ORG)
+        .env("VERRIFLO_API_URL", &up.url)
+        .env("RELAY_ADMIN_TOKEN", TOKEN)
+        .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RELAY_DATA_DIR", &open)
+        .env("RELAY_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    eventually("the relay to come up", || async {
+        http.get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("readable by other users"), "{text}");
+}
