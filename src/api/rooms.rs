@@ -16,15 +16,13 @@ pub fn parse_room(raw: String) -> Result<RoomId, ApiError> {
     RoomId::parse(raw).map_err(|e| ApiError::Validation(format!("invalid room id: {e}")))
 }
 
-/// Refuse to watch `new` more rooms past `RELAY_MAX_ROOMS`.
-pub fn check_room_limit(state: &AppState, new: usize) -> Result<(), ApiError> {
+/// Watch all of `rooms` or, past `RELAY_MAX_ROOMS`, none (checked and done
+/// atomically); for each, whether it is new.
+pub fn watch_within_limit(state: &AppState, rooms: &[RoomId]) -> Result<Vec<bool>, ApiError> {
     let max = state.limits.max_rooms;
-    if new > 0 && state.poller.watched_count() + new > max {
-        return Err(ApiError::LimitReached(format!(
-            "at most {max} watched rooms (RELAY_MAX_ROOMS)"
-        )));
-    }
-    Ok(())
+    state.poller.watch_within(rooms, max)?.map_err(|_| {
+        ApiError::LimitReached(format!("at most {max} watched rooms (RELAY_MAX_ROOMS)"))
+    })
 }
 
 fn view(state: &AppState, r: &RoomRecord) -> RoomView {
@@ -59,10 +57,7 @@ pub async fn put_room(
     ApiPath(raw): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let room = parse_room(raw)?;
-    if !state.poller.is_watched(&room) {
-        check_room_limit(&state, 1)?;
-    }
-    let created = state.poller.watch(&room)?;
+    let created = watch_within_limit(&state, std::slice::from_ref(&room))?[0];
     let record = watched(&state, &room)?;
     let (status, message) = if created {
         (StatusCode::CREATED, "Room watched")

@@ -104,11 +104,7 @@ fn watch_rooms(state: &AppState, rooms: &[String]) -> Result<(), ApiError> {
         .iter()
         .map(|r| super::rooms::parse_room(r.clone()))
         .collect::<Result<Vec<_>, _>>()?;
-    let new = ids.iter().filter(|r| !state.poller.is_watched(r)).count();
-    super::rooms::check_room_limit(state, new)?;
-    for room in &ids {
-        state.poller.watch(room)?;
-    }
+    super::rooms::watch_within_limit(state, &ids)?;
     Ok(())
 }
 

@@ -25,6 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, instrument, warn};
 
+/// A watch refused because `RELAY_MAX_ROOMS` rooms are watched.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RoomCapReached;
+
 #[derive(Clone, Debug)]
 pub struct PollSettings {
     pub interval: Duration,
@@ -46,6 +50,10 @@ struct Inner {
     settings: PollSettings,
     runtime: Mutex<HashMap<String, RoomRuntime>>,
     tasks: Mutex<HashMap<String, CancellationToken>>,
+    /// Held across a watch or unwatch: the store and the task map change
+    /// together, so concurrent PUT and DELETE of a room cannot leave it
+    /// watched but unpolled, and the room cap is checked and used at once.
+    membership: Mutex<()>,
     in_flight: Semaphore,
     limiter: RateLimiter,
     pause: Pause,
@@ -78,6 +86,7 @@ impl Poller {
                 settings,
                 runtime: Mutex::default(),
                 tasks: Mutex::default(),
+                membership: Mutex::default(),
                 pause: Pause::default(),
                 auth: AuthGate::default(),
                 next_slot: AtomicU64::new(0),
@@ -103,13 +112,36 @@ impl Poller {
 
     /// Watch a room from now on; true when it was not watched before.
     pub fn watch(&self, room: &RoomId) -> crate::store::Result<bool> {
+        let _turn = self.inner.membership.lock().unwrap();
         let created = self.inner.store.watch(room, Utc::now())?;
         self.spawn_room(room.clone());
         Ok(created)
     }
 
+    /// Watch every one of `rooms`, unless that would watch more than `max`
+    /// rooms in all (then none): checked and done under one lock. Returns
+    /// for each room whether it is new.
+    pub fn watch_within(
+        &self,
+        rooms: &[RoomId],
+        max: usize,
+    ) -> crate::store::Result<Result<Vec<bool>, RoomCapReached>> {
+        let _turn = self.inner.membership.lock().unwrap();
+        let new = rooms.iter().filter(|r| !self.is_watched(r)).count();
+        if new > 0 && self.watched_count() + new > max {
+            return Ok(Err(RoomCapReached));
+        }
+        let mut created = Vec::with_capacity(rooms.len());
+        for room in rooms {
+            created.push(self.inner.store.watch(room, Utc::now())?);
+            self.spawn_room(room.clone());
+        }
+        Ok(Ok(created))
+    }
+
     /// Stop watching; true when it was watched.
     pub fn unwatch(&self, room: &RoomId) -> crate::store::Result<bool> {
+        let _turn = self.inner.membership.lock().unwrap();
         let was = self.inner.store.unwatch(room)?;
         if let Some(token) = self.inner.tasks.lock().unwrap().remove(room.as_str()) {
             token.cancel();

@@ -305,3 +305,89 @@ async fn admin_writes_survive_a_sigkill_right_after_the_2xx() {
         expected.push((sub, secret, room));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_admin_calls_keep_every_watched_room_polled_and_the_caps() {
+    let up = spawn_upstream().await;
+    let mut settings = fast_settings(&up);
+    settings.push(("RELAY_MAX_ROOMS", "6".into()));
+    settings.push(("RELAY_MAX_SUBSCRIPTIONS", "3".into()));
+    let app =
+        Arc::new(TestApp::spawn_with(settings, Arc::new(tempfile::TempDir::new().unwrap())).await);
+    let rooms: Vec<String> = (0..4).map(|i| format!("race-{i}")).collect();
+    for r in &rooms {
+        up.mock.set_room(idle(r));
+    }
+    // PUT and DELETE of the same rooms, hammered at once.
+    let mut calls = Vec::new();
+    for k in 0..200 {
+        let (app, room) = (app.clone(), rooms[k % rooms.len()].clone());
+        calls.push(tokio::spawn(async move {
+            let method = if k % 3 == 0 {
+                reqwest::Method::DELETE
+            } else {
+                reqwest::Method::PUT
+            };
+            app.request(method, &format!("/v1/rooms/{room}"), None)
+                .await
+                .0
+        }));
+    }
+    for c in calls {
+        let status = c.await.unwrap();
+        assert!(
+            status.is_success() || status == StatusCode::NOT_FOUND,
+            "{status}"
+        );
+    }
+    // Every room the API says is watched is being polled.
+    let (_, listed) = app.get("/v1/rooms").await;
+    let watched: Vec<String> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["roomId"].as_str().unwrap().to_string())
+        .collect();
+    for r in &watched {
+        let before = up.mock.requests_for(r);
+        eventually(&format!("{r} to be polled"), || async {
+            (up.mock.requests_for(r) > before + 2).then_some(())
+        })
+        .await;
+    }
+    // The caps hold under concurrent creation too.
+    let mut calls = Vec::new();
+    for k in 0..30 {
+        let a = app.clone();
+        calls.push(tokio::spawn(async move {
+            a.request(reqwest::Method::PUT, &format!("/v1/rooms/cap-{k}"), None)
+                .await
+                .0
+        }));
+        let a = app.clone();
+        calls.push(tokio::spawn(async move {
+            a.request(
+                reqwest::Method::POST,
+                "/v1/subscriptions",
+                Some(json!({"url": "http://127.0.0.1:9/hook"})),
+            )
+            .await
+            .0
+        }));
+    }
+    for c in calls {
+        c.await.unwrap();
+    }
+    let (_, listed) = app.get("/v1/rooms").await;
+    assert_eq!(
+        listed["data"].as_array().unwrap().len(),
+        6,
+        "RELAY_MAX_ROOMS holds"
+    );
+    let (_, subs) = app.get("/v1/subscriptions").await;
+    assert_eq!(
+        subs["data"].as_array().unwrap().len(),
+        3,
+        "RELAY_MAX_SUBSCRIPTIONS holds"
+    );
+}
