@@ -134,6 +134,7 @@ pub async fn run_with_store(
             max_body: config.max_body,
             request_timeout: config.request_timeout,
             ready_max_backlog: config.ready_max_backlog,
+            max_requests: config.max_requests,
         },
         metrics,
     });
@@ -160,8 +161,11 @@ pub async fn run_with_store(
         }
         trigger.cancel();
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(cancel.clone().cancelled_owned())
+    let guards = crate::listener::Guards {
+        header_timeout: config.header_timeout,
+        max_connections: config.max_connections,
+    };
+    crate::listener::serve(listener, router, guards, cancel.clone().cancelled_owned())
         .await
         .context("admin API server failed")?;
 

@@ -70,6 +70,13 @@ pub struct Config {
     /// An HTTP proxy for webhooks, only when set here: the standard proxy
     /// variables never apply to webhooks (they would bypass the SSRF guard).
     pub webhook_proxy: Option<Url>,
+    /// How long a client may take to send a request's headers (and to stay
+    /// idle between keep-alive requests).
+    pub header_timeout: Duration,
+    /// Open HTTP connections at most, on each listener.
+    pub max_connections: usize,
+    /// Admin requests in flight at once.
+    pub max_requests: usize,
 }
 
 /// `(environment name, TOML key)` of every setting; the environment wins.
@@ -100,6 +107,9 @@ const SETTINGS: &[(&str, &str)] = &[
     ("RELAY_RETENTION", "retention"),
     ("RELAY_READY_MAX_BACKLOG", "ready_max_backlog"),
     ("RELAY_WEBHOOK_PROXY", "webhook_proxy"),
+    ("RELAY_HEADER_TIMEOUT", "header_timeout"),
+    ("RELAY_MAX_CONNECTIONS", "max_connections"),
+    ("RELAY_MAX_REQUESTS", "max_requests"),
     ("RELAY_ADMIN_TOKEN_FILE", "admin_token_file"),
     ("VERRIFLO_ORG_ID_FILE", "org_id_file"),
 ];
@@ -339,6 +349,12 @@ impl Config {
             typed(s, "RELAY_RETENTION", "30days", parse_duration)?,
         )?;
         let ready_max_backlog = typed(s, "RELAY_READY_MAX_BACKLOG", "100000", count)? as u64;
+        let header_timeout = positive(
+            "RELAY_HEADER_TIMEOUT",
+            typed(s, "RELAY_HEADER_TIMEOUT", "10s", parse_duration)?,
+        )?;
+        let max_connections = typed(s, "RELAY_MAX_CONNECTIONS", "1024", count)?.max(1);
+        let max_requests = typed(s, "RELAY_MAX_REQUESTS", "256", count)?.max(1);
         if rooms.len() > max_rooms {
             return Err(err(
                 "RELAY_ROOMS",
@@ -375,6 +391,9 @@ impl Config {
             retention,
             ready_max_backlog,
             webhook_proxy,
+            header_timeout,
+            max_connections,
+            max_requests,
         })
     }
 

@@ -24,6 +24,7 @@
 //! - `retention`: background pruning of old events and finished deliveries
 //! - `metrics`: Prometheus counters, histograms and scrape-time gauges
 //! - `api`: the admin HTTP API (routes, bearer auth, the envelope, OpenAPI)
+//! - `listener`: serving HTTP with header deadlines and a connection cap
 //!
 //! Assembly and tools:
 //! - `app`: the service assembled from a config and a listener, run until shutdown
@@ -43,6 +44,7 @@ pub mod demo;
 pub mod diff;
 pub mod event;
 pub mod ids;
+pub mod listener;
 pub mod metrics;
 pub mod mock;
 pub mod outbox;

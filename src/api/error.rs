@@ -36,6 +36,8 @@ pub enum ApiError {
     LimitReached(String),
     #[error("the request took too long")]
     Timeout,
+    #[error("too many requests in flight (RELAY_MAX_REQUESTS); try again")]
+    Busy,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -62,6 +64,7 @@ impl ApiError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::LimitReached(_) => (StatusCode::CONFLICT, "limit_reached"),
             Self::Timeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Self::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
             Self::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }

@@ -46,6 +46,8 @@ pub struct Limits {
     pub max_body: usize,
     pub request_timeout: Duration,
     pub ready_max_backlog: u64,
+    /// Admin requests in flight at once; more get 429 at once.
+    pub max_requests: usize,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -72,6 +74,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(deliveries::replay))
         .route_layer(from_fn_with_state(state.clone(), durable_writes))
         .route_layer(from_fn_with_state(state.clone(), auth::require_bearer))
+        .route_layer(axum::middleware::from_fn({
+            let slots = Arc::new(tokio::sync::Semaphore::new(
+                state.limits.max_requests.max(1),
+            ));
+            move |req, next| in_flight_cap(slots.clone(), req, next)
+        }))
         .split_for_parts();
     // The drop-in route authenticates itself (VF-ORG-ID or the bearer token).
     let (drop_in, drop_in_doc) = OpenApiRouter::new()
@@ -116,6 +124,20 @@ async fn durable_writes(
         }
     }
     response
+}
+
+/// Refuse an admin request at once when `RELAY_MAX_REQUESTS` are in
+/// flight, rather than queue without bound (health routes are not capped).
+async fn in_flight_cap(
+    slots: Arc<tokio::sync::Semaphore>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match slots.try_acquire() {
+        Ok(_slot) => next.run(request).await,
+        Err(_) => ApiError::Busy.into_response(),
+    }
 }
 
 /// Answer 408 in the envelope when a request takes longer than `limit`.

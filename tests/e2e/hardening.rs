@@ -391,3 +391,56 @@ async fn concurrent_admin_calls_keep_every_watched_room_polled_and_the_caps() {
         "RELAY_MAX_SUBSCRIPTIONS holds"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_slow_clients_do_not_starve_the_api() {
+    let up = spawn_upstream().await;
+    let mut settings = fast_settings(&up);
+    settings.push(("RELAY_HEADER_TIMEOUT", "2s".into()));
+    let app = TestApp::spawn_with(settings, Arc::new(tempfile::TempDir::new().unwrap())).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    // 250 connections that say nothing, 250 that stop mid-headers.
+    let mut slow = Vec::new();
+    for i in 0..500 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        if i % 2 == 1 {
+            s.write_all(b"GET /v1/rooms HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .await
+                .unwrap();
+        }
+        slow.push(s);
+    }
+    let started = tokio::time::Instant::now();
+    // The API keeps answering, each within a second, while they hang on.
+    for _ in 0..5 {
+        for path in ["/healthz", "/v1/rooms"] {
+            let t = tokio::time::Instant::now();
+            let (status, _) = app.get(path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(1),
+                "{path} took {:?}",
+                t.elapsed()
+            );
+        }
+    }
+    // A partial request is closed by the header deadline: a read ends.
+    let mut partial = slow.swap_remove(1);
+    let mut buf = [0u8; 512];
+    let closed = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match partial.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the partial request was never closed");
+    // Closed by the 2 s deadline, not by the test's own (15 s).
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
