@@ -121,7 +121,7 @@ pub async fn run_with_store(
         config.retention,
         cancel.clone(),
     ));
-    let router = api::router(AppState {
+    let state = AppState {
         store: store.clone(),
         poller,
         admin_token: admin_token.clone(),
@@ -135,9 +135,15 @@ pub async fn run_with_store(
             request_timeout: config.request_timeout,
             ready_max_backlog: config.ready_max_backlog,
             max_requests: config.max_requests,
+            cors_origins: config
+                .cors_origins
+                .iter()
+                .filter_map(|o| axum::http::HeaderValue::from_str(o).ok())
+                .collect(),
         },
         metrics,
-    });
+    };
+    let router = api::router(state.clone());
     info!(
         listen = %listener.local_addr()?,
         upstream = %config.api_url,
@@ -165,6 +171,20 @@ pub async fn run_with_store(
         header_timeout: config.header_timeout,
         max_connections: config.max_connections,
     };
+    if let Some(addr) = config.public_listen {
+        // Bound before serving, so a bad address stops start-up.
+        let public = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("RELAY_PUBLIC_LISTEN: cannot listen on {addr}"))?;
+        info!(listen = %addr, "public listener: drop-in status route and health checks only");
+        let stop = cancel.clone().cancelled_owned();
+        tokio::spawn(crate::listener::serve(
+            public,
+            api::public_router(state),
+            guards,
+            stop,
+        ));
+    }
     crate::listener::serve(listener, router, guards, cancel.clone().cancelled_owned())
         .await
         .context("admin API server failed")?;

@@ -77,6 +77,10 @@ pub struct Config {
     pub max_connections: usize,
     /// Admin requests in flight at once.
     pub max_requests: usize,
+    /// A second listener serving only the drop-in route and health checks.
+    pub public_listen: Option<SocketAddr>,
+    /// Origins allowed to call the drop-in route from a browser.
+    pub cors_origins: Vec<String>,
 }
 
 /// `(environment name, TOML key)` of every setting; the environment wins.
@@ -110,6 +114,8 @@ const SETTINGS: &[(&str, &str)] = &[
     ("RELAY_HEADER_TIMEOUT", "header_timeout"),
     ("RELAY_MAX_CONNECTIONS", "max_connections"),
     ("RELAY_MAX_REQUESTS", "max_requests"),
+    ("RELAY_PUBLIC_LISTEN", "public_listen"),
+    ("RELAY_CORS_ORIGINS", "cors_origins"),
     ("RELAY_ADMIN_TOKEN_FILE", "admin_token_file"),
     ("VERRIFLO_ORG_ID_FILE", "org_id_file"),
 ];
@@ -202,6 +208,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?} is longer than 10 years"));
     }
     Ok(d)
+}
+
+/// A browser origin: scheme, host and port only (`https://app.example.com`).
+fn parse_origin(text: &str) -> Result<String, String> {
+    let url = Url::parse(text)
+        .map_err(|_| format!("{text:?} is not an origin like https://app.example.com"))?;
+    let origin = url.origin().ascii_serialization();
+    if !matches!(url.scheme(), "http" | "https") || origin != text.trim_end_matches('/') {
+        return Err(format!(
+            "{text:?} is not an origin like https://app.example.com (no path)"
+        ));
+    }
+    Ok(origin)
 }
 
 /// A secret from its setting, or from the file its `_FILE` setting names
@@ -355,6 +374,28 @@ impl Config {
         )?;
         let max_connections = typed(s, "RELAY_MAX_CONNECTIONS", "1024", count)?.max(1);
         let max_requests = typed(s, "RELAY_MAX_REQUESTS", "256", count)?.max(1);
+        let public_listen = s
+            .get("RELAY_PUBLIC_LISTEN")
+            .map(|t| {
+                t.parse::<SocketAddr>().map_err(|_| {
+                    err(
+                        "RELAY_PUBLIC_LISTEN",
+                        format!("{t:?} is not an address like 0.0.0.0:8081"),
+                    )
+                })
+            })
+            .transpose()?;
+        let cors_origins = s
+            .get("RELAY_CORS_ORIGINS")
+            .map(|t| {
+                t.split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(|o| parse_origin(o).map_err(|m| err("RELAY_CORS_ORIGINS", m)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
         if rooms.len() > max_rooms {
             return Err(err(
                 "RELAY_ROOMS",
@@ -394,6 +435,8 @@ impl Config {
             header_timeout,
             max_connections,
             max_requests,
+            public_listen,
+            cors_origins,
         })
     }
 

@@ -48,6 +48,8 @@ pub struct Limits {
     pub ready_max_backlog: u64,
     /// Admin requests in flight at once; more get 429 at once.
     pub max_requests: usize,
+    /// Browser origins allowed to call the drop-in route (CORS); none by default.
+    pub cors_origins: Vec<axum::http::HeaderValue>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -81,10 +83,7 @@ pub fn router(state: AppState) -> Router {
             move |req, next| in_flight_cap(slots.clone(), req, next)
         }))
         .split_for_parts();
-    // The drop-in route authenticates itself (VF-ORG-ID or the bearer token).
-    let (drop_in, drop_in_doc) = OpenApiRouter::new()
-        .routes(routes!(rooms::drop_in_status))
-        .split_for_parts();
+    let (drop_in, drop_in_doc) = drop_in_router(&state);
     doc.merge(drop_in_doc);
     let doc = Arc::new(openapi::finish(doc));
     Router::new()
@@ -97,6 +96,50 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.max_body))
+        .layer(axum::middleware::from_fn({
+            let limit = state.limits.request_timeout;
+            move |req, next| request_timeout(limit, req, next)
+        }))
+        .with_state(state)
+}
+
+/// The drop-in status route: it authenticates itself (VF-ORG-ID or the
+/// bearer token) and is the only route that answers browsers (CORS).
+fn drop_in_router(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, doc) = OpenApiRouter::new()
+        .routes(routes!(rooms::drop_in_status))
+        .split_for_parts();
+    if state.limits.cors_origins.is_empty() {
+        return (router, doc);
+    }
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(state.limits.cors_origins.clone()))
+        .allow_methods([axum::http::Method::GET])
+        .allow_headers([
+            axum::http::HeaderName::from_static("vf-org-id"),
+            axum::http::header::AUTHORIZATION,
+        ])
+        .max_age(Duration::from_secs(600));
+    // OPTIONS gets a route of its own: the 405 fallback set on the whole
+    // router later would otherwise answer the preflight unlayered.
+    let router = router.route(
+        "/v1/room/{room_id}/status",
+        axum::routing::options(|| async { axum::http::StatusCode::NO_CONTENT }),
+    );
+    (router.layer(cors), doc)
+}
+
+/// The public listener (`RELAY_PUBLIC_LISTEN`): only the drop-in status
+/// route and the health checks, so the admin API can stay on loopback.
+pub fn public_router(state: AppState) -> Router {
+    let (drop_in, _) = drop_in_router(&state);
+    Router::new()
+        .merge(drop_in)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn({
             let limit = state.limits.request_timeout;
             move |req, next| request_timeout(limit, req, next)
