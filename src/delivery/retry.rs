@@ -102,4 +102,14 @@ mod tests {
             Verdict::Hold
         );
     }
+
+    #[test]
+    fn a_delay_past_the_calendar_waits_as_long_as_a_date_can_say() {
+        let now = Utc::now();
+        let fail = AttemptOutcome::Failure {
+            retry_after: Some(Duration::MAX),
+        };
+        let v = verdict(&fail, 1, &[Duration::MAX], now, 1.0);
+        assert_eq!(v, Verdict::RetryAt(DateTime::<Utc>::MAX_UTC));
+    }
 }

@@ -5,11 +5,13 @@
 use crate::support::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use tokio::sync::mpsc;
 
 struct Running {
     child: Child,
-    lines: mpsc::Receiver<String>,
+    /// The receiver's output, awaited: a blocking wait here would stop the
+    /// relay that runs on the same runtime.
+    lines: mpsc::UnboundedReceiver<String>,
 }
 
 impl Drop for Running {
@@ -19,7 +21,7 @@ impl Drop for Running {
     }
 }
 
-fn spawn(program: &str, script: &str, secret: &str) -> (Running, u16) {
+async fn spawn(program: &str, script: &str, secret: &str) -> (Running, u16) {
     let path = format!("{}/examples/receivers/{script}", env!("CARGO_MANIFEST_DIR"));
     let mut child = Command::new(program)
         .args([path.as_str(), "0"])
@@ -28,16 +30,20 @@ fn spawn(program: &str, script: &str, secret: &str) -> (Running, u16) {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("{program} must be installed: {e}"));
-    let (tx, lines) = mpsc::channel();
+    let (tx, mut lines) = mpsc::unbounded_channel();
     let out = child.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });
-    let first = lines.recv_timeout(DEADLINE).unwrap_or_else(|_| {
-        panic!("{script} did not start: run scripts/test.sh, which installs the standardwebhooks packages")
-    });
+    let first = tokio::time::timeout(DEADLINE, lines.recv())
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| {
+            panic!("{script} did not start: run scripts/test.sh, which installs the standardwebhooks packages")
+        });
     let port = first
         .strip_prefix("listening ")
         .expect("the receiver prints its port")
@@ -53,7 +59,7 @@ async fn verified_by(program: &str, script: &str) {
     let (sub, secret) = app
         .subscribe(serde_json::json!({"url": "http://127.0.0.1:9/unused", "rooms": ["xl"]}))
         .await;
-    let (receiver, port) = spawn(program, script, &secret);
+    let (mut receiver, port) = spawn(program, script, &secret).await;
     let (status, body) = app
         .patch(
             &format!("/v1/subscriptions/{sub}"),
@@ -68,9 +74,10 @@ async fn verified_by(program: &str, script: &str) {
     let events = app.events("xl").await;
     let mut verified = Vec::new();
     while verified.len() < events.len() {
-        let line = receiver
-            .lines
-            .recv_timeout(DEADLINE)
+        let line = tokio::time::timeout(DEADLINE, receiver.lines.recv())
+            .await
+            .ok()
+            .flatten()
             .expect("the receiver verified every event");
         assert!(!line.starts_with("rejected"), "{script}: {line}");
         verified.push(line);
