@@ -31,7 +31,9 @@ pub fn verdict(
         AttemptOutcome::Failure { retry_after } => match schedule.get(n.saturating_sub(1)) {
             None => Verdict::Failed,
             Some(delay) => {
-                let jittered = delay.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0));
+                let factor = 0.8 + 0.4 * jitter.clamp(0.0, 1.0);
+                let jittered = Duration::try_from_secs_f64(delay.as_secs_f64() * factor)
+                    .unwrap_or(Duration::MAX);
                 let wait = retry_after.map_or(jittered, |r| r.max(jittered));
                 // A huge Retry-After or schedule entry waits as long as a
                 // date can say, never overflows.
