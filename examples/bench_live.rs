@@ -5,6 +5,7 @@
 //!
 //! - `throughput ROOMS SUBS`: every room starts at once (3 events each);
 //!   deliveries per second until the receiver has them all.
+//! - `poll ROOMS INTERVAL SECONDS`: relay CPU per unchanged poll.
 //! - `latency ROOMS RATE SECONDS`: RATE participant changes a second;
 //!   change-to-receipt from the upstream's first answer that shows the
 //!   change to the receiver's receipt (both from nginx's access logs).
@@ -283,6 +284,46 @@ async fn throughput(rooms: usize, subs: usize) {
     );
 }
 
+/// Relay CPU per unchanged poll: every room idle and unchanged, polled at
+/// `interval`, measured over `seconds` after a warm-up.
+async fn poll_cost(rooms: usize, interval: &str, seconds: u64) {
+    let work = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(work.path(), false);
+    for i in 0..rooms {
+        nginx.set_room(&idle(&room_id(i)));
+    }
+    let relay = Relay::start(&nginx.upstream, rooms, &[("RELAY_POLL_INTERVAL", interval)]).await;
+    relay.baselined(rooms).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let polls = |text: String| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("relay_polls_total{"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum()
+    };
+    let metrics = || async {
+        relay
+            .http
+            .get(format!("{}/metrics", relay.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let (p0, c0, t0) = (polls(metrics().await), relay.cpu(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let (p1, c1) = (polls(metrics().await), relay.cpu());
+    let n = p1 - p0;
+    println!(
+        "poll cost: {rooms} rooms at {interval}: {:.0} polls/s, relay CPU {:.1} µs per unchanged poll, peak RSS {:.1} MiB",
+        n / t0.elapsed().as_secs_f64(),
+        (c1 - c0) / n * 1e6,
+        relay.peak_mib()
+    );
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -389,6 +430,10 @@ async fn main() {
     match args.first().map(String::as_str) {
         Some("throughput") => throughput(n(1, 10_000), n(2, 1)).await,
         Some("latency") => latency(n(1, 1_000), n(2, 100), n(3, 10)).await,
+        Some("poll") => {
+            let interval = args.get(2).cloned().unwrap_or_else(|| "1s".into());
+            poll_cost(n(1, 10_000), &interval, n(3, 10) as u64).await
+        }
         _ => {
             throughput(10_000, 1).await;
             throughput(2_000, 10).await;

@@ -46,7 +46,8 @@ impl PollError {
 pub struct UpstreamClient {
     http: reqwest::Client,
     base: Url,
-    org: OrgId,
+    /// The `VF-ORG-ID` header, built once (marked sensitive: never logged).
+    org: http::HeaderValue,
 }
 
 impl UpstreamClient {
@@ -60,6 +61,9 @@ impl UpstreamClient {
             .user_agent(concat!("verriflo-relay/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client builds with static settings");
+        let mut org = http::HeaderValue::from_str(org.expose())
+            .expect("the org id was checked to be a header value");
+        org.set_sensitive(true);
         Self { http, base, org }
     }
 
@@ -68,12 +72,17 @@ impl UpstreamClient {
         status_url(&self.base, room)
     }
 
-    pub async fn fetch(&self, room: &RoomId) -> Result<RoomStatus, PollError> {
+    /// Ask for a room's status at its `url` (from [`Self::status_url`],
+    /// built once per room by the poller).
+    pub async fn fetch(&self, room: &RoomId, url: &Url) -> Result<RoomStatus, PollError> {
         let response = self
             .http
-            .get(self.status_url(room))
-            .header("VF-ORG-ID", self.org.expose())
-            .header("accept", "application/json")
+            .get(url.clone())
+            .header("VF-ORG-ID", self.org.clone())
+            .header(
+                http::header::ACCEPT,
+                http::HeaderValue::from_static("application/json"),
+            )
             .send()
             .await
             .map_err(transport_error)?;

@@ -50,6 +50,10 @@ struct Inner {
     settings: PollSettings,
     runtime: Mutex<HashMap<String, RoomRuntime>>,
     tasks: Mutex<HashMap<String, CancellationToken>>,
+    /// Each room's last stored snapshot, so an unchanged answer is settled
+    /// without reading the store. Only this room's own task writes it, after
+    /// its commit; unwatching removes it.
+    snapshots: Mutex<HashMap<String, crate::room::RoomStatus>>,
     /// Held across a watch or unwatch: the store and the task map change
     /// together, so concurrent PUT and DELETE of a room cannot leave it
     /// watched but unpolled, and the room cap is checked and used at once.
@@ -86,6 +90,7 @@ impl Poller {
                 settings,
                 runtime: Mutex::default(),
                 tasks: Mutex::default(),
+                snapshots: Mutex::default(),
                 membership: Mutex::default(),
                 pause: Pause::default(),
                 auth: AuthGate::default(),
@@ -146,6 +151,7 @@ impl Poller {
         if let Some(token) = self.inner.tasks.lock().unwrap().remove(room.as_str()) {
             token.cancel();
         }
+        self.inner.snapshots.lock().unwrap().remove(room.as_str());
         self.inner.runtime.lock().unwrap().remove(room.as_str());
         Ok(was)
     }
@@ -205,6 +211,7 @@ impl Poller {
     /// backing off while it fails.
     async fn room_loop(&self, room: RoomId, first: Duration) {
         let s = &self.inner.settings;
+        let url = self.inner.client.status_url(&room);
         let mut due = Instant::now() + first;
         loop {
             tokio::time::sleep_until(due).await;
@@ -214,7 +221,7 @@ impl Poller {
             }
             self.inner.pause.wait().await;
             self.inner.limiter.acquire().await;
-            let outcome = self.poll_once(&room).await;
+            let outcome = self.poll_at(&room, &url).await;
             let failures = self.runtime(room.as_str()).failures;
             let error = match &outcome {
                 PollOutcome::Failed(e) => Some(e),
@@ -268,13 +275,19 @@ impl Poller {
     }
 
     /// Poll one room once: fetch, diff against the snapshot, store.
-    #[instrument(skip(self), fields(room = %room))]
     pub async fn poll_once(&self, room: &RoomId) -> PollOutcome {
+        let url = self.inner.client.status_url(room);
+        self.poll_at(room, &url).await
+    }
+
+    /// [`Self::poll_once`] at the room's status URL, built by the caller.
+    #[instrument(skip(self, url), fields(room = %room))]
+    async fn poll_at(&self, room: &RoomId, url: &url::Url) -> PollOutcome {
         let started = std::time::Instant::now();
         let result = {
             // The cap is on requests in flight: the commit below does not hold it.
             let _permit = self.inner.in_flight.acquire().await.expect("never closed");
-            self.inner.client.fetch(room).await
+            self.inner.client.fetch(room, url).await
         };
         let took = started.elapsed();
         let now = Utc::now();
@@ -334,14 +347,30 @@ impl Poller {
         status: crate::room::RoomStatus,
         now: DateTime<Utc>,
     ) -> Result<PollCommit, String> {
-        match self.inner.store.settled_without_commit(room, &status) {
+        let known = self.inner.snapshots.lock().unwrap().get(room.as_str()) == Some(&status);
+        if known {
+            return Ok(PollCommit::Unchanged);
+        }
+        let outcome = match self.inner.store.settled_without_commit(room, &status) {
             Ok(Some(settled)) => Ok(settled),
-            Ok(None) => self.inner.committer.commit(room, status, now).await,
+            Ok(None) => self.inner.committer.commit(room, status.clone(), now).await,
             Err(e) => {
                 self.inner.store.report(&e);
                 Err(e.to_string())
             }
+        };
+        let mut snapshots = self.inner.snapshots.lock().unwrap();
+        match &outcome {
+            Ok(PollCommit::NotWatched) => {
+                snapshots.remove(room.as_str());
+            }
+            // The store now holds this answer (or held it already).
+            Ok(_) if self.is_watched(room) => {
+                snapshots.insert(room.to_string(), status);
+            }
+            _ => {}
         }
+        outcome
     }
 
     /// Watched rooms by health, for `/metrics`.
@@ -360,7 +389,10 @@ impl Poller {
             map.remove(room.as_str());
             return;
         }
-        let rt = map.entry(room.to_string()).or_default();
+        if !map.contains_key(room.as_str()) {
+            map.insert(room.to_string(), RoomRuntime::default());
+        }
+        let rt = map.get_mut(room.as_str()).expect("just ensured");
         rt.last_polled_at = Some(now);
         match outcome {
             PollOutcome::Failed(e) => {
