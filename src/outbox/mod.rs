@@ -163,10 +163,6 @@ impl Outbox {
             .sum()
     }
 
-    pub fn pending_of(&self, sub: &str) -> u64 {
-        self.lock().index.pending_of(sub)
-    }
-
     /// When the next waiting head falls due.
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
         let next = self.lock().index.next_due()?;

@@ -4,7 +4,7 @@
 use super::claim::decode_delivery;
 use super::{keys, Delivery, Outbox};
 use crate::db::{encode, Result};
-use crate::subscription::{Subscription, Target};
+use crate::subscription::Subscription;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
@@ -180,10 +180,5 @@ impl Outbox {
         let more = next_stored.is_some() || queued.peek().is_some();
         let next = more.then(|| out.last().map(|d| d.id.clone())).flatten();
         Ok((out, next))
-    }
-
-    /// The shared, parsed form of a subscription (for the sender).
-    pub fn target(&self, id: &str) -> Option<Arc<Target>> {
-        self.lock().subs.get(id).cloned()
     }
 }
