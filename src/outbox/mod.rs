@@ -14,6 +14,8 @@
 //! subscription; nothing left of a deleted subscription.
 
 mod admin;
+#[cfg(test)]
+mod check;
 mod claim;
 mod index;
 mod keys;

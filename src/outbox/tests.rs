@@ -1,15 +1,16 @@
 //! The outbox against a simple model: random operation sequences on a real
 //! sled store, every invariant checked after every step.
 
+use super::check::check;
 use super::index::LaneId;
 use super::model::{Attempt, DeliveryStatus, Verdict};
-use super::{keys, Completion, Health, Outbox};
+use super::{Completion, Health, Outbox};
 use crate::room::{RoomId, RoomStatus};
 use crate::store::Store;
 use crate::subscription::Subscription;
 use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 const ROOMS: [&str; 2] = ["r1", "r/2 ü"];
 
@@ -29,120 +30,6 @@ fn status(room: &str, n: u64) -> RoomStatus {
 
 fn sub(id: &str, now: DateTime<Utc>) -> Subscription {
     Subscription::new(id.into(), "http://x/".into(), vec![], vec![], None, now)
-}
-
-/// Every invariant that ties the disk to the index, read from scratch.
-pub(super) fn check(outbox: &Outbox) -> Result<(), String> {
-    let tree = &outbox.inner.tree;
-    let state = outbox.lock();
-    let subs: BTreeSet<String> = state.subs.keys().cloned().collect();
-    let mut records = HashMap::new();
-    for item in tree.scan_prefix([keys::DELIVERY]) {
-        let (k, v) = item.unwrap();
-        let d = super::claim::decode_delivery(&v).unwrap();
-        let (sub, dk) = keys::split_delivery_key(&k).ok_or("bad delivery key")?;
-        if !subs.contains(sub) || d.subscription_id != sub {
-            return Err(format!("orphan delivery {}", d.id));
-        }
-        records.insert(dk, d);
-    }
-    let mut lanes: BTreeMap<LaneId, Vec<super::index::Entry>> = BTreeMap::new();
-    let mut events_needed = BTreeSet::new();
-    let mut deliveries = HashMap::new();
-    for item in tree.scan_prefix([keys::LANE]) {
-        let (k, v) = item.unwrap();
-        let (lane, order) = keys::split_lane_key(&k).ok_or("bad lane key")?;
-        let e = keys::decode_entry(order, &v).ok_or("bad lane entry")?;
-        if !subs.contains(&*lane.sub) {
-            return Err("orphan lane entry".into());
-        }
-        let d = match records.get(&e.delivery) {
-            Some(d) => d.clone(),
-            None => super::pending_delivery(&lane, &e),
-        };
-        if d.status != DeliveryStatus::Pending || super::lane_of(&d) != lane {
-            return Err(format!("lane entry for {} which is {:?}", d.id, d.status));
-        }
-        events_needed.insert(e.event);
-        lanes.entry(lane.clone()).or_default().push(e);
-        if let Some(other) = deliveries.insert(e.delivery, d) {
-            return Err(format!(
-                "two lane entries of delivery {} ({lane:?}, {other:?})",
-                e.delivery
-            ));
-        }
-    }
-    for (dk, d) in records {
-        if d.status == DeliveryStatus::Pending && !deliveries.contains_key(&dk) {
-            return Err(format!("pending delivery {} is in no lane", d.id));
-        }
-        deliveries.entry(dk).or_insert(d);
-    }
-    let pending: Vec<_> = deliveries
-        .values()
-        .filter(|d| d.status == DeliveryStatus::Pending)
-        .collect();
-    let in_lanes: usize = lanes.values().map(Vec::len).sum();
-    if pending.len() != in_lanes {
-        return Err(format!("{} pending, {} in lanes", pending.len(), in_lanes));
-    }
-    if state.index.pending() != pending.len() as u64 {
-        return Err(format!(
-            "pending figure {} but {} pending",
-            state.index.pending(),
-            pending.len()
-        ));
-    }
-    for s in &subs {
-        let n = pending.iter().filter(|d| &d.subscription_id == s).count() as u64;
-        if state.index.pending_of(s) != n {
-            return Err(format!(
-                "pending of {s}: {} vs {n}",
-                state.index.pending_of(s)
-            ));
-        }
-    }
-    let oldest = pending.iter().map(|d| super::ms(d.created_at)).min();
-    let oldest_index = state.index.oldest_ms();
-    if oldest.is_some() != oldest_index.is_some() {
-        return Err("oldest figure disagrees".into());
-    }
-    for ek in &events_needed {
-        if !state.index.needs(*ek) {
-            return Err("an event a delivery needs is not marked needed".into());
-        }
-    }
-    let mut seen = 0;
-    for (lane, head, len, due) in state.index.lanes() {
-        seen += 1;
-        let on_disk = lanes.get(lane).map(Vec::as_slice).unwrap_or(&[]);
-        if on_disk.len() as u64 != len {
-            return Err(format!("lane {lane:?}: len {len} vs {}", on_disk.len()));
-        }
-        let in_flight = state.index.is_in_flight(lane);
-        let enabled = state.subs.get(&*lane.sub).is_some_and(|t| t.sub.enabled);
-        match (head, on_disk.first()) {
-            (Some(h), Some(first)) if in_flight => {
-                if !on_disk.contains(&h) {
-                    return Err("in-flight head not on disk".into());
-                }
-                let _ = first;
-            }
-            (Some(h), Some(first)) if h == *first => {}
-            (None, None) if in_flight => {}
-            other => return Err(format!("lane {lane:?}: head {other:?}")),
-        }
-        // Reachable: due, in flight, or held with a disabled subscription.
-        if due != (enabled && !in_flight) {
-            return Err(format!(
-                "lane {lane:?}: due {due}, enabled {enabled}, in flight {in_flight}"
-            ));
-        }
-    }
-    if seen < lanes.len() {
-        return Err("a lane on disk is missing from the index".into());
-    }
-    Ok(())
 }
 
 #[derive(Clone, Debug)]

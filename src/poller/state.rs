@@ -1,8 +1,11 @@
 //! What the poller knows of each room and what one poll came to.
 
+use crate::room::RoomId;
 use crate::upstream::PollError;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::collections::HashMap;
+use tracing::{info, warn};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -66,6 +69,60 @@ impl Health {
             Self::Failing => "failing",
             Self::Unauthorized => "unauthorized",
             Self::Invalid => "invalid",
+        }
+    }
+}
+
+/// What the poller remembers of each room's polls.
+impl super::Poller {
+    /// Watched rooms by health, for `/metrics`.
+    pub fn health_counts(&self) -> HashMap<Health, u64> {
+        let rooms: Vec<String> = self.inner.tasks.lock().unwrap().keys().cloned().collect();
+        let mut counts = HashMap::new();
+        for r in rooms {
+            *counts.entry(self.runtime(&r).health).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    pub(super) fn record_runtime(&self, room: &RoomId, now: DateTime<Utc>, outcome: &PollOutcome) {
+        let mut map = self.inner.runtime.lock().unwrap();
+        if outcome == &PollOutcome::NotWatched {
+            map.remove(room.as_str());
+            return;
+        }
+        if !map.contains_key(room.as_str()) {
+            map.insert(room.to_string(), RoomRuntime::default());
+        }
+        let rt = map.get_mut(room.as_str()).expect("just ensured");
+        rt.last_polled_at = Some(now);
+        match outcome {
+            PollOutcome::Failed(e) => {
+                rt.failures = rt.failures.saturating_add(1);
+                rt.last_error = Some(e.to_string());
+                rt.health = match e {
+                    PollError::BadRequest => Health::Invalid,
+                    PollError::Unauthorized => Health::Unauthorized,
+                    _ => Health::Failing,
+                };
+                if rt.failures == 1 {
+                    warn!(room = %room, error = %e, "poll failed");
+                }
+            }
+            PollOutcome::StoreFailed => {
+                rt.failures = rt.failures.saturating_add(1);
+                rt.last_error = Some("store write failed".into());
+                rt.health = Health::Failing;
+            }
+            _ => {
+                if rt.failures > 0 {
+                    info!(room = %room, after = rt.failures, "poll recovered");
+                }
+                *rt = RoomRuntime {
+                    last_polled_at: Some(now),
+                    ..RoomRuntime::default()
+                };
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ mod demo;
 mod faults;
 mod fuzz;
 mod hardening;
+mod listeners;
 mod logs;
 mod openapi;
 mod operations;
