@@ -110,10 +110,7 @@ impl Outbox {
         let Some(target) = state.subs.get(sub).cloned() else {
             return Ok(0);
         };
-        let mut plan = Plan {
-            batch: sled::Batch::default(),
-            added: Vec::new(),
-        };
+        let mut plan = Plan::default();
         for event in events {
             let lane = super::LaneId {
                 sub: sub.into(),
@@ -144,10 +141,7 @@ impl Outbox {
         let Some(target) = state.subs.get(sub).cloned() else {
             return Ok(false);
         };
-        let mut plan = Plan {
-            batch: sled::Batch::default(),
-            added: Vec::new(),
-        };
+        let mut plan = Plan::default();
         self.plan_one(&mut plan, &target, event, now);
         let ek = crate::ids::event_key(&event.id).unwrap_or(0).to_be_bytes();
         let body = crate::event::webhook_body(event);

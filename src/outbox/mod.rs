@@ -63,6 +63,7 @@ pub(crate) struct State {
 }
 
 /// Deliveries planned inside a poll's transaction, applied to memory after it.
+#[derive(Default)]
 pub(crate) struct Plan {
     batch: sled::Batch,
     added: Vec<(LaneId, Entry)>,
@@ -92,10 +93,7 @@ impl Outbox {
     /// subscription that wants them. Runs under the caller's lock, inside
     /// the poll's transaction; [`Outbox::applied`] follows the commit.
     pub(crate) fn plan(&self, state: &State, events: &[Event], now: DateTime<Utc>) -> Plan {
-        let mut plan = Plan {
-            batch: sled::Batch::default(),
-            added: Vec::new(),
-        };
+        let mut plan = Plan::default();
         for event in events {
             for target in state.subs.values() {
                 if target.sub.enabled && target.sub.wants(event) {
@@ -239,9 +237,15 @@ impl Outbox {
 /// A delivery's place in its lane: the room's `sequence`; for test events
 /// (a lane of their own), the event id, which grows with time.
 pub fn lane_order(event: &Event) -> u128 {
-    match event.sequence() {
+    order_of(event.sequence(), &event.id)
+}
+
+/// The room's `sequence`; for test events (a lane of their own) the event
+/// id, which grows with time.
+pub(crate) fn order_of(sequence: Option<u64>, event_id: &str) -> u128 {
+    match sequence {
         Some(seq) => seq as u128,
-        None => crate::ids::event_key(&event.id).unwrap_or(0),
+        None => crate::ids::event_key(event_id).unwrap_or(0),
     }
 }
 

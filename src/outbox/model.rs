@@ -56,10 +56,7 @@ impl Delivery {
     /// Its place in the lane: the room's `sequence`; for test events (a
     /// lane of their own), the event id, which grows with time.
     pub fn lane_order(&self) -> u128 {
-        match self.sequence {
-            Some(seq) => seq as u128,
-            None => crate::ids::event_key(&self.event_id).unwrap_or(0),
-        }
+        super::order_of(self.sequence, &self.event_id)
     }
 }
 

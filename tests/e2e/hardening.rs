@@ -49,6 +49,11 @@ fn proxy_vars(proxy: &str) -> Vec<(&'static str, String)> {
     .collect()
 }
 
+async fn subscribe(base: &str, url: &str) -> Value {
+    let body = json!({ "url": url });
+    api(base, reqwest::Method::POST, "/v1/subscriptions", Some(body)).await
+}
+
 async fn send_test(base: &str, sub: &str) {
     let path = format!("/v1/subscriptions/{sub}/test");
     api(base, reqwest::Method::POST, &path, None).await;
@@ -107,26 +112,14 @@ async fn proxy_variables_never_carry_a_webhook_past_the_guard() {
             settings.extend(proxy_vars(&proxy));
         }
         let relay = start(&up, dir.path(), &settings).await;
-        let created = api(
-            &relay.base,
-            reqwest::Method::POST,
-            "/v1/subscriptions",
-            Some(json!({"url": by_name})),
-        )
-        .await;
+        let created = subscribe(&relay.base, &by_name).await;
         assert_eq!(created["error"]["code"], "target_refused", "{created}");
         drop(relay);
     }
 
     // Allowed targets go straight to the receiver: the variables are ignored.
     let relay = start(&up, dir.path(), &proxy_vars(&proxy)).await;
-    let created = api(
-        &relay.base,
-        reqwest::Method::POST,
-        "/v1/subscriptions",
-        Some(json!({"url": by_name})),
-    )
-    .await;
+    let created = subscribe(&relay.base, &by_name).await;
     let sub = created["data"]["id"].as_str().unwrap().to_string();
     send_test(&relay.base, &sub).await;
     eventually("the test webhook", || async {
