@@ -112,10 +112,7 @@ impl Outbox {
         };
         let mut plan = Plan::default();
         for event in events {
-            let lane = super::LaneId {
-                sub: sub.into(),
-                room: event.room_id().unwrap_or("").into(),
-            };
+            let lane = super::event_lane(sub, event);
             let order = super::lane_order(event);
             let queued_already = plan
                 .added

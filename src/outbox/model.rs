@@ -48,13 +48,8 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// The ordering lane within its subscription: the room, or "" for tests.
-    pub fn lane(&self) -> &str {
-        self.room_id.as_deref().unwrap_or("")
-    }
-
-    /// Its place in the lane: the room's `sequence`; for test events (a
-    /// lane of their own), the event id, which grows with time.
+    /// Its place in the lane: the room's `sequence`; for test events (one
+    /// to a lane), the event id.
     pub fn lane_order(&self) -> u128 {
         super::order_of(self.sequence, &self.event_id)
     }

@@ -35,6 +35,7 @@ fn sub(id: &str, now: DateTime<Utc>) -> Subscription {
 #[derive(Clone, Debug)]
 enum Op {
     Poll(usize),
+    Test(usize),
     Claim(usize),
     Complete(usize, u8),
     Retry(usize),
@@ -51,6 +52,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..ROOMS.len()).prop_map(Op::Poll),
+        1 => (0usize..3).prop_map(Op::Test),
         4 => (1usize..4).prop_map(Op::Claim),
         4 => (0usize..4, 0u8..4).prop_map(|(i, v)| Op::Complete(i, v)),
         2 => (0usize..64).prop_map(Op::Retry),
@@ -140,6 +142,12 @@ impl World {
                 self.store()
                     .record_poll(&room, &status(ROOMS[r], self.counts[r]), now, false)
                     .unwrap();
+            }
+            Op::Test(i) => {
+                if let Some(id) = self.pick_sub(i) {
+                    let event = test_event(self.store(), &id, now);
+                    assert!(self.outbox().enqueue_test(&id, &event, now).unwrap());
+                }
             }
             Op::Claim(n) => {
                 let claims = self.outbox().claim(now, n).unwrap().claims;
@@ -301,6 +309,27 @@ proptest! {
             }
         }
     }
+}
+
+fn test_event(store: &Store, sub: &str, now: DateTime<Utc>) -> crate::event::Event {
+    crate::event::Event {
+        id: crate::ids::event_id(store.next_ulid().into()),
+        kind: crate::event::EventType::WebhookTest,
+        timestamp: now,
+        data: serde_json::json!({ "subscriptionId": sub }),
+    }
+}
+
+#[test]
+fn a_test_parked_on_a_failing_endpoint_never_holds_up_the_next() {
+    let mut w = World::new();
+    w.apply(Op::Test(0)).unwrap();
+    w.apply(Op::Claim(1)).unwrap();
+    w.apply(Op::Complete(0, 2)).unwrap(); // retrying in 5 s
+    w.apply(Op::Test(0)).unwrap();
+    let claims = w.outbox().claim(w.now, 5).unwrap().claims;
+    assert_eq!(claims.len(), 1, "the new test goes out now");
+    assert!(claims[0].delivery.attempts.is_empty());
 }
 
 #[test]
