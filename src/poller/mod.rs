@@ -2,6 +2,8 @@
 //! [`Poller::poll_once`], sharing the upstream limits.
 
 mod commit;
+pub mod budget;
+pub mod history;
 mod limits;
 pub mod schedule;
 mod state;
