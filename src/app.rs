@@ -92,6 +92,8 @@ pub async fn run_with_store(
             max_in_flight: config.max_in_flight,
             max_rps: config.max_rps,
             initial_events: config.initial_events,
+            budget: config.poll_budget,
+            interval_max: config.poll_interval_max,
         },
         wake.clone(),
         metrics.clone(),

@@ -40,6 +40,10 @@ pub struct Config {
     pub poll_interval: Duration,
     pub rooms: Vec<String>,
     pub max_rps: u32,
+    /// Upstream requests per second to spend where changes are likely; 0
+    /// polls every room at the fixed interval.
+    pub poll_budget: u32,
+    pub poll_interval_max: Duration,
     pub initial_events: bool,
     pub retry_schedule: Vec<Duration>,
     pub delivery_timeout: Duration,
@@ -93,6 +97,8 @@ const SETTINGS: &[(&str, &str)] = &[
     ("RELAY_POLL_INTERVAL", "poll_interval"),
     ("RELAY_ROOMS", "rooms"),
     ("RELAY_MAX_RPS", "max_rps"),
+    ("RELAY_POLL_BUDGET", "poll_budget"),
+    ("RELAY_POLL_INTERVAL_MAX", "poll_interval_max"),
     ("RELAY_INITIAL_EVENTS", "initial_events"),
     ("RELAY_RETRY_SCHEDULE", "retry_schedule"),
     ("RELAY_DELIVERY_TIMEOUT", "delivery_timeout"),
@@ -276,6 +282,20 @@ impl Config {
             t.parse::<u32>()
                 .map_err(|_| format!("{t:?} is not a whole number"))
         })?;
+        let poll_budget = typed(s, "RELAY_POLL_BUDGET", "0", |t| {
+            t.parse::<u32>()
+                .map_err(|_| format!("{t:?} is not a whole number of requests per second"))
+        })?;
+        let poll_interval_max = positive(
+            "RELAY_POLL_INTERVAL_MAX",
+            typed(s, "RELAY_POLL_INTERVAL_MAX", "60s", parse_duration)?,
+        )?;
+        if poll_interval_max < poll_interval {
+            return Err(err(
+                "RELAY_POLL_INTERVAL_MAX",
+                "is shorter than RELAY_POLL_INTERVAL".to_string(),
+            ));
+        }
         let initial_events = typed(s, "RELAY_INITIAL_EVENTS", "false", parse_bool)?;
         let retry_schedule = typed(s, "RELAY_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE, |t| {
             t.split(',')
@@ -362,6 +382,8 @@ impl Config {
             poll_interval,
             rooms,
             max_rps,
+            poll_budget,
+            poll_interval_max,
             initial_events,
             retry_schedule,
             delivery_timeout,

@@ -21,6 +21,11 @@ pub struct Kind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Why {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct State {
     pub state: &'static str,
 }
@@ -37,6 +42,11 @@ pub struct Metrics {
     pub subscriptions: Family<State, Gauge>,
     pub pending: Gauge,
     pub oldest_pending_seconds: Gauge,
+    /// Polls the budget scheduler sent, by why they were due.
+    pub polls_by_reason: Family<Why, Counter>,
+    /// The budget, and the upstream requests spent in the last full second.
+    pub poll_budget: Gauge,
+    pub poll_budget_spent: Gauge,
 }
 
 impl Default for Metrics {
@@ -53,6 +63,9 @@ impl Default for Metrics {
             subscriptions: Family::default(),
             pending: Gauge::default(),
             oldest_pending_seconds: Gauge::default(),
+            polls_by_reason: Family::default(),
+            poll_budget: Gauge::default(),
+            poll_budget_spent: Gauge::default(),
         };
         {
             let mut r = m.registry.lock().unwrap();
@@ -88,6 +101,21 @@ impl Default for Metrics {
                 "oldest_pending_delivery_age_seconds",
                 "Age of the oldest pending delivery (0 when none)",
                 m.oldest_pending_seconds.clone(),
+            );
+            r.register(
+                "polls_scheduled",
+                "Polls sent by the budget scheduler, by reason (state, schedule, history, retry, new)",
+                m.polls_by_reason.clone(),
+            );
+            r.register(
+                "poll_budget",
+                "RELAY_POLL_BUDGET: upstream requests per second to spend (0: fixed interval)",
+                m.poll_budget.clone(),
+            );
+            r.register(
+                "poll_budget_spent",
+                "Upstream requests in the last full second",
+                m.poll_budget_spent.clone(),
             );
         }
         m

@@ -78,6 +78,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     m.pending.set(pending as i64);
     let age = oldest.map_or(0, |t| (chrono::Utc::now() - t).num_seconds().max(0));
     m.oldest_pending_seconds.set(age);
+    m.poll_budget_spent
+        .set(state.poller.spent_last_second() as i64);
     (
         [(
             axum::http::header::CONTENT_TYPE,

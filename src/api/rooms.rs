@@ -2,7 +2,7 @@
 
 use super::auth::bearer_ok;
 use super::error::{ok, ok_value, ApiError, ApiPath};
-use super::schema::{Envelope, ErrorEnvelope, RoomRef, RoomView, UpstreamAnswer};
+use super::schema::{Envelope, ErrorEnvelope, PutRoomBody, RoomRef, RoomView, UpstreamAnswer};
 use super::AppState;
 use crate::room::RoomId;
 use crate::store::RoomRecord;
@@ -25,8 +25,13 @@ pub fn watch_within_limit(state: &AppState, rooms: &[RoomId]) -> Result<Vec<bool
     })
 }
 
+/// Windows a schedule may hold, and the longest class it may announce.
+const MAX_WINDOWS: usize = 1000;
+const MAX_CLASS: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
 fn view(state: &AppState, r: &RoomRecord) -> RoomView {
     let rt = state.poller.runtime(&r.room_id);
+    let next = state.poller.next_poll(&r.room_id);
     RoomView {
         room_id: r.room_id.clone(),
         watched_since: r.watched_since,
@@ -37,7 +42,41 @@ fn view(state: &AppState, r: &RoomRecord) -> RoomView {
         consecutive_failures: rt.failures,
         sequence: r.sequence,
         status: r.snapshot.clone(),
+        schedule: r.schedule.clone(),
+        next_poll_at: next.map(|n| n.0),
+        next_poll_reason: next.map(|n| n.1),
     }
+}
+
+/// The optional body of a PUT: empty, or a checked schedule.
+fn parse_put_body(body: &[u8]) -> Result<Option<Vec<crate::store::ClassWindow>>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let parsed: PutRoomBody = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::Validation(e.to_string())
+        } else {
+            ApiError::InvalidJson(e.to_string())
+        }
+    })?;
+    let Some(schedule) = parsed.schedule else {
+        return Ok(None);
+    };
+    if schedule.len() > MAX_WINDOWS {
+        return Err(ApiError::Validation(format!(
+            "schedule: at most {MAX_WINDOWS} classes"
+        )));
+    }
+    for w in &schedule {
+        if w.end <= w.start || w.end - w.start > MAX_CLASS {
+            return Err(ApiError::Validation(format!(
+                "schedule: each class ends after it starts, within 24 hours ({} to {})",
+                w.start, w.end
+            )));
+        }
+    }
+    Ok(Some(schedule))
 }
 
 fn watched(state: &AppState, room: &RoomId) -> Result<RoomRecord, ApiError> {
@@ -49,15 +88,21 @@ fn watched(state: &AppState, room: &RoomId) -> Result<RoomRecord, ApiError> {
 }
 
 #[utoipa::path(put, path = "/v1/rooms/{room_id}", tag = "rooms", params(("room_id" = String, Path, description = "Room id, percent-encoded as one segment")),
+    request_body(content = Option<PutRoomBody>, description = "Optional: the classes expected in this room (schedule hints for RELAY_POLL_BUDGET)"),
     responses((status = 201, description = "Now watched", body = Envelope<RoomView>),
         (status = 200, description = "Already watched", body = Envelope<RoomView>),
         (status = 409, description = "RELAY_MAX_ROOMS reached", body = ErrorEnvelope)))]
 pub async fn put_room(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let room = parse_room(raw)?;
+    let schedule = parse_put_body(&body)?;
     let created = watch_within_limit(&state, std::slice::from_ref(&room))?[0];
+    if let Some(schedule) = schedule {
+        state.poller.set_schedule(&room, &schedule)?;
+    }
     let record = watched(&state, &room)?;
     let (status, message) = if created {
         (StatusCode::CREATED, "Room watched")

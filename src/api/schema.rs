@@ -3,7 +3,7 @@
 
 use crate::room::RoomStatus;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Every success: the upstream's own envelope.
@@ -47,6 +47,22 @@ pub struct RoomView {
     pub sequence: u64,
     /// The last snapshot in the upstream's `data` shape; null before the first poll.
     pub status: Option<RoomStatus>,
+    /// Classes the LMS expects here (schedule hints), as last PUT.
+    pub schedule: Vec<crate::store::ClassWindow>,
+    /// When the room is polled next, and why: `interval` (no budget), or
+    /// with `RELAY_POLL_BUDGET` its `state`, a `schedule` hint, its learned
+    /// `history`, a `retry`, or `new`.
+    pub next_poll_at: Option<DateTime<Utc>>,
+    pub next_poll_reason: Option<&'static str>,
+}
+
+/// `PUT /v1/rooms/{roomId}`'s optional body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutRoomBody {
+    /// When classes are expected, a hint for the poll budget; replaces the
+    /// last one. Absent: the schedule stays as it was.
+    pub schedule: Option<Vec<crate::store::ClassWindow>>,
 }
 
 #[derive(Serialize, ToSchema)]

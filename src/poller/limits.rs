@@ -6,10 +6,21 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Spaces requests at least `1/rps` apart (no bursts); no cap when rps is 0.
+/// Spaces requests at least `1/rps` apart (no bursts), so no window of one
+/// second ever holds more than `rps`; no cap when rps is 0.
 pub struct RateLimiter {
     spacing: Option<Duration>,
     next: Mutex<Instant>,
+    origin: Instant,
+    spent: Mutex<Spent>,
+}
+
+/// Slots handed out, per second since the limiter started.
+#[derive(Default)]
+struct Spent {
+    second: u64,
+    this: u32,
+    last: u32,
 }
 
 impl RateLimiter {
@@ -17,6 +28,8 @@ impl RateLimiter {
         Self {
             spacing: (rps > 0).then(|| Duration::from_secs(1) / rps),
             next: Mutex::new(Instant::now()),
+            origin: Instant::now(),
+            spent: Mutex::default(),
         }
     }
 
@@ -30,6 +43,29 @@ impl RateLimiter {
             slot
         };
         tokio::time::sleep_until(slot).await;
+        self.count(Instant::now());
+    }
+
+    fn count(&self, at: Instant) {
+        let second = (at - self.origin).as_secs();
+        let mut spent = self.spent.lock().unwrap();
+        if second != spent.second {
+            spent.last = if second == spent.second + 1 { spent.this } else { 0 };
+            spent.second = second;
+            spent.this = 0;
+        }
+        spent.this += 1;
+    }
+
+    /// Requests sent in the last full second (0 when uncapped).
+    pub fn spent_last_second(&self) -> u32 {
+        let now = (Instant::now() - self.origin).as_secs();
+        let spent = self.spent.lock().unwrap();
+        match now.checked_sub(spent.second) {
+            Some(0) => spent.last,
+            Some(1) => spent.this,
+            _ => 0,
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod commit;
 pub mod budget;
+mod budgeted;
 pub mod history;
 mod limits;
 pub mod schedule;
@@ -38,6 +39,11 @@ pub struct PollSettings {
     pub max_in_flight: usize,
     pub max_rps: u32,
     pub initial_events: bool,
+    /// Upstream requests per second the budget scheduler spends; 0 polls
+    /// every room once per `interval`.
+    pub budget: u32,
+    /// With a budget, the longest a room goes unpolled.
+    pub interval_max: Duration,
 }
 
 #[derive(Clone)]
@@ -61,7 +67,10 @@ struct Inner {
     /// watched but unpolled, and the room cap is checked and used at once.
     membership: Mutex<()>,
     in_flight: Semaphore,
+    /// `RELAY_MAX_RPS`, or the budget when one is set (the lower of both).
     limiter: RateLimiter,
+    /// The budget scheduler, when `RELAY_POLL_BUDGET` is set.
+    budget: Option<budgeted::Budgeted>,
     pause: Pause,
     auth: AuthGate,
     next_slot: AtomicU64,
@@ -82,13 +91,26 @@ impl Poller {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> Self {
+        let rps = match (settings.budget, settings.max_rps) {
+            (0, cap) | (cap, 0) => cap,
+            (budget, cap) => budget.min(cap),
+        };
+        let budget = (settings.budget > 0).then(|| {
+            budgeted::Budgeted::new(budget::Settings {
+                budget: rps as f64,
+                min: settings.interval.as_secs_f64(),
+                max: settings.interval_max.as_secs_f64(),
+            })
+        });
+        metrics.poll_budget.set(settings.budget as i64);
         Self {
             inner: Arc::new(Inner {
                 client,
                 committer: commit::Committer::start(store.clone(), settings.initial_events),
                 store,
                 in_flight: Semaphore::new(settings.max_in_flight),
-                limiter: RateLimiter::new(settings.max_rps),
+                limiter: RateLimiter::new(rps),
+                budget,
                 settings,
                 runtime: Mutex::default(),
                 tasks: Mutex::default(),
@@ -109,12 +131,51 @@ impl Poller {
     pub fn start(&self) -> crate::store::Result<usize> {
         let rooms = self.inner.store.watched_rooms()?;
         let n = rooms.len();
+        if self.inner.budget.is_some() {
+            let s = &self.inner.settings;
+            if n as f64 > s.budget as f64 * s.interval_max.as_secs_f64() {
+                warn!(rooms = n, budget = s.budget, "RELAY_POLL_BUDGET is too small to poll every room within RELAY_POLL_INTERVAL_MAX");
+            }
+            self.inner.tracker.spawn(self.clone().drive_budget());
+        }
         for r in rooms {
             if let Ok(room) = RoomId::parse(r.room_id) {
                 self.spawn_room(room);
             }
         }
         Ok(n)
+    }
+
+    /// Replace a watched room's schedule hints; false when not watched.
+    pub fn set_schedule(
+        &self,
+        room: &RoomId,
+        schedule: &[crate::store::ClassWindow],
+    ) -> crate::store::Result<bool> {
+        let _turn = self.inner.membership.lock().unwrap();
+        let found = self.inner.store.set_schedule(room, schedule)?;
+        if let (true, Some(b)) = (found, &self.inner.budget) {
+            b.set_hints(room.as_str(), budgeted::windows(schedule));
+        }
+        Ok(found)
+    }
+
+    /// When a room is next polled, and why (`interval` without a budget).
+    pub fn next_poll(&self, room: &str) -> Option<(DateTime<Utc>, &'static str)> {
+        match &self.inner.budget {
+            Some(b) => b.next_poll(room).map(|(at, why)| (at, why.as_str())),
+            None => {
+                let rt = self.inner.runtime.lock().unwrap();
+                let rt = rt.get(room)?;
+                let why = if rt.failures > 0 { "retry" } else { "interval" };
+                rt.next_poll_at.map(|at| (at, why))
+            }
+        }
+    }
+
+    /// Upstream requests sent in the last full second, when they are capped.
+    pub fn spent_last_second(&self) -> u32 {
+        self.inner.limiter.spent_last_second()
     }
 
     /// Watch a room from now on; true when it was not watched before.
@@ -155,6 +216,9 @@ impl Poller {
         }
         self.inner.snapshots.lock().unwrap().remove(room.as_str());
         self.inner.runtime.lock().unwrap().remove(room.as_str());
+        if let Some(b) = &self.inner.budget {
+            b.remove(room.as_str());
+        }
         Ok(was)
     }
 
@@ -197,6 +261,19 @@ impl Poller {
                 return;
             }
             tasks.insert(room.to_string(), token.clone());
+        }
+        if let Some(b) = &self.inner.budget {
+            // One loop polls every room; what the store knows seeds it.
+            let store = &self.inner.store;
+            let hints = store
+                .room(room.as_str())
+                .ok()
+                .flatten()
+                .map(|r| budgeted::windows(&r.schedule))
+                .unwrap_or_default();
+            let history = store.poll_history(room.as_str()).unwrap_or_default();
+            b.insert(&room, hints, history);
+            return;
         }
         let k = self.inner.next_slot.fetch_add(1, Ordering::Relaxed);
         let first = schedule::phase(k, self.inner.settings.interval);
@@ -247,6 +324,7 @@ impl Poller {
             } else {
                 Instant::now() + wait
             };
+            self.set_next_poll(&room, due);
         }
     }
 
@@ -266,6 +344,8 @@ impl Poller {
                 if this.inner.auth.get() != Auth::Rejected {
                     return;
                 }
+                // Probes spend the budget (and RELAY_MAX_RPS) like any poll.
+                this.inner.limiter.acquire().await;
                 // Probe with a room that is still watched.
                 let probe = this.inner.tasks.lock().unwrap().keys().next().cloned();
                 let room = probe

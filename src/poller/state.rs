@@ -24,6 +24,8 @@ pub struct RoomRuntime {
     pub health: Health,
     pub failures: u32,
     pub last_error: Option<String>,
+    /// Without a budget: when the room's task polls it next.
+    pub next_poll_at: Option<DateTime<Utc>>,
 }
 
 impl Default for RoomRuntime {
@@ -33,6 +35,7 @@ impl Default for RoomRuntime {
             health: Health::Ok,
             failures: 0,
             last_error: None,
+            next_poll_at: None,
         }
     }
 }
@@ -83,6 +86,15 @@ impl super::Poller {
             *counts.entry(self.runtime(&r).health).or_insert(0) += 1;
         }
         counts
+    }
+
+    /// Without a budget: when the room's own task polls it next.
+    pub(super) fn set_next_poll(&self, room: &RoomId, due: tokio::time::Instant) {
+        let wait = due.saturating_duration_since(tokio::time::Instant::now());
+        let at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        if let Some(rt) = self.inner.runtime.lock().unwrap().get_mut(room.as_str()) {
+            rt.next_poll_at = Some(at);
+        }
     }
 
     pub(super) fn record_runtime(&self, room: &RoomId, now: DateTime<Utc>, outcome: &PollOutcome) {

@@ -1,6 +1,7 @@
 //! The sled store: the only module that touches sled. One struct owns every tree.
 
 mod events;
+mod hints;
 mod keys;
 mod retention;
 mod rooms;
@@ -8,6 +9,7 @@ mod rooms;
 pub use crate::db::{Result, StoreError};
 pub use crate::outbox::ms;
 pub use events::{EventFilter, EventPage};
+pub use hints::ClassWindow;
 pub use rooms::{PollAnswer, PollCommit, RoomRecord};
 
 use crate::ids::Ids;
@@ -26,6 +28,8 @@ pub struct Store {
     events: sled::Tree,
     /// room key ++ sequence (big-endian) → event key
     room_events: sled::Tree,
+    /// room id → what the budget scheduler learned of its week (JSON)
+    poll_history: sled::Tree,
     /// Subscriptions and deliveries: the outbox owns its tree.
     outbox: Outbox,
     /// Commits that queued deliveries so far (the outbox counts them), and
@@ -70,6 +74,7 @@ impl Store {
             rooms: db.open_tree("rooms")?,
             events,
             room_events: db.open_tree("room_events")?,
+            poll_history: db.open_tree("poll_history")?,
             outbox,
             queued,
             durable: Arc::default(),

@@ -25,6 +25,9 @@ pub struct RoomRecord {
     /// The last sequence number used by this room's events.
     pub sequence: u64,
     pub last_changed_at: Option<DateTime<Utc>>,
+    /// Classes the LMS expects (`PUT /v1/rooms/{id}` with a schedule).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<super::ClassWindow>,
 }
 
 /// What one successful poll did to the store.
@@ -60,6 +63,7 @@ impl Store {
                     snapshot: None,
                     sequence: 0,
                     last_changed_at: None,
+                    schedule: Vec::new(),
                 },
             };
             Some(encode(&record))
