@@ -231,7 +231,11 @@ fn scheduled(rooms: &[Room], budget: f64, weeks: usize, use_hints: bool) -> Vec<
     };
     let mut sched = Scheduler::new(settings);
     for (i, room) in rooms.iter().enumerate() {
-        let hints = if use_hints { room.hints.clone() } else { vec![] };
+        let hints = if use_hints {
+            room.hints.clone()
+        } else {
+            vec![]
+        };
         sched.insert(i as u32, hints, History::default(), MONDAY);
     }
     let mut last = vec![MONDAY; rooms.len()];
@@ -308,7 +312,11 @@ fn report(title: &str, base: &mut Delays, ours: &mut Delays, budget: f64) {
     }
     let mut b_h = std::mem::take(&mut base.started_hinted);
     let mut b_u = std::mem::take(&mut base.started_unhinted);
-    row("room.started, hinted rooms", &mut b_h, &mut ours.started_hinted);
+    row(
+        "room.started, hinted rooms",
+        &mut b_h,
+        &mut ours.started_hinted,
+    );
     row(
         "room.started, rooms without hints",
         &mut b_u,

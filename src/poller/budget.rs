@@ -35,8 +35,10 @@ const AFTER_START: f64 = 15.0 * MIN;
 /// Around an expected end.
 const BEFORE_END: f64 = 5.0 * MIN;
 const AFTER_END: f64 = 15.0 * MIN;
-/// Allocation is redone this often (and for a room whenever it is polled).
+/// Allocation is redone this often (and for a room whenever it is polled),
+/// and at most once a second when rooms come, go or change phase.
 const RECOMPUTE: f64 = 15.0;
+const RECOMPUTE_SOON: f64 = 1.0;
 /// Part of the budget planned for: the rest absorbs retries, probes and
 /// rooms watched between two recomputes.
 const PLANNED: f64 = 0.95;
@@ -243,6 +245,7 @@ pub struct Scheduler<K> {
     rooms: HashMap<K, Slot>,
     queue: BinaryHeap<Reverse<(u64, u64, K)>>,
     c: f64,
+    last_recompute: f64,
     next_recompute: f64,
     generation: u64,
 }
@@ -267,6 +270,7 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
             rooms: HashMap::new(),
             queue: BinaryHeap::new(),
             c: 0.0,
+            last_recompute: f64::NEG_INFINITY,
             next_recompute: f64::NEG_INFINITY,
             generation: 0,
         }
@@ -297,10 +301,19 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
         };
         self.rooms.insert(key.clone(), slot);
         self.requeue(&key, now);
+        self.recompute_soon();
     }
 
     pub fn remove(&mut self, key: &K) {
         self.rooms.remove(key);
+        self.recompute_soon();
+    }
+
+    /// The rooms' weights changed: share the budget anew within a second.
+    fn recompute_soon(&mut self) {
+        self.next_recompute = self
+            .next_recompute
+            .min(self.last_recompute + RECOMPUTE_SOON);
     }
 
     pub fn set_hints(&mut self, key: &K, hints: Vec<Window>, now: f64) {
@@ -358,6 +371,7 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
         };
         slot.in_flight = false;
         let mut learned = false;
+        let mut moved = false;
         match seen {
             Seen::Answer {
                 exists,
@@ -376,7 +390,8 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
                     slot.history.record_start(now);
                     learned = true;
                 }
-                if phase != slot.phase {
+                moved = phase != slot.phase;
+                if moved {
                     slot.phase = phase;
                     slot.since = now;
                 }
@@ -389,6 +404,9 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
             }
         }
         self.requeue(key, now);
+        if moved {
+            self.recompute_soon();
+        }
         learned
     }
 
@@ -404,6 +422,7 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
 
     /// Share the budget anew: every room's weight, then the multiplier.
     fn recompute(&mut self, now: f64) {
+        self.last_recompute = now;
         self.next_recompute = now + RECOMPUTE;
         let mut weights = Vec::with_capacity(self.rooms.len());
         for slot in self.rooms.values_mut() {
@@ -472,8 +491,11 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
             }
         };
         slot.generation = generation;
-        self.queue
-            .push(Reverse((slot.due.max(0.0).to_bits(), generation, key.clone())));
+        self.queue.push(Reverse((
+            slot.due.max(0.0).to_bits(),
+            generation,
+            key.clone(),
+        )));
     }
 }
 

@@ -115,9 +115,18 @@ fn a_room_that_appears_is_polled_many_times_faster_than_its_peers_until_it_start
     let gaps: Vec<f64> = room7.windows(2).map(|w| w[1] - w[0]).collect();
     // A budget of one poll per 20 s per room, and the room about to start
     // gets one every 2 s or sooner.
-    assert!(!gaps.is_empty() && gaps.iter().all(|g| *g <= 2.0), "{gaps:?}");
-    let others = polls.iter().filter(|p| p.1 == 8 && p.0 > T0 + 160.0).count();
-    assert!(others * 10 <= room7.len(), "an absent room is polled rarely: {others}");
+    assert!(
+        !gaps.is_empty() && gaps.iter().all(|g| *g <= 2.0),
+        "{gaps:?}"
+    );
+    let others = polls
+        .iter()
+        .filter(|p| p.1 == 8 && p.0 > T0 + 160.0)
+        .count();
+    assert!(
+        others * 10 <= room7.len(),
+        "an absent room is polled rarely: {others}"
+    );
 }
 
 #[test]

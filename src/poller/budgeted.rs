@@ -163,8 +163,13 @@ impl Poller {
             }
             PollOutcome::Failed(e) => {
                 let failures = self.runtime(room.as_str()).failures;
-                let wait =
-                    schedule::next_wait(Some(e), failures, s.interval, s.backoff_max, &mut rand::thread_rng());
+                let wait = schedule::next_wait(
+                    Some(e),
+                    failures,
+                    s.interval,
+                    s.backoff_max,
+                    &mut rand::thread_rng(),
+                );
                 Seen::Failed {
                     backoff: wait.as_secs_f64(),
                 }

@@ -43,14 +43,25 @@ impl RateLimiter {
             slot
         };
         tokio::time::sleep_until(slot).await;
-        self.count(Instant::now());
+        // A late wake-up pushes the next slot back too: sends stay a full
+        // spacing apart however busy the runtime is.
+        let woke = Instant::now();
+        {
+            let mut next = self.next.lock().unwrap();
+            *next = (*next).max(woke + spacing);
+        }
+        self.count(woke);
     }
 
     fn count(&self, at: Instant) {
         let second = (at - self.origin).as_secs();
         let mut spent = self.spent.lock().unwrap();
         if second != spent.second {
-            spent.last = if second == spent.second + 1 { spent.this } else { 0 };
+            spent.last = if second == spent.second + 1 {
+                spent.this
+            } else {
+                0
+            };
             spent.second = second;
             spent.this = 0;
         }

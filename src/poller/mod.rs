@@ -1,9 +1,9 @@
 //! The poller: one light task per watched room, each a thin loop around
 //! [`Poller::poll_once`], sharing the upstream limits.
 
-mod commit;
 pub mod budget;
 mod budgeted;
+mod commit;
 pub mod history;
 mod limits;
 pub mod schedule;

@@ -19,17 +19,18 @@ impl Store {
     /// Replace a watched room's schedule; false when it is not watched.
     pub fn set_schedule(&self, room: &RoomId, schedule: &[ClassWindow]) -> Result<bool> {
         let mut found = false;
-        self.rooms.fetch_and_update(room.as_str().as_bytes(), |old| {
-            let bytes = old?;
-            match decode::<super::RoomRecord>("rooms", bytes) {
-                Ok(mut r) if r.watched_since.is_some() => {
-                    found = true;
-                    r.schedule = schedule.to_vec();
-                    Some(encode(&r))
+        self.rooms
+            .fetch_and_update(room.as_str().as_bytes(), |old| {
+                let bytes = old?;
+                match decode::<super::RoomRecord>("rooms", bytes) {
+                    Ok(mut r) if r.watched_since.is_some() => {
+                        found = true;
+                        r.schedule = schedule.to_vec();
+                        Some(encode(&r))
+                    }
+                    _ => Some(bytes.to_vec()),
                 }
-                _ => Some(bytes.to_vec()),
-            }
-        })?;
+            })?;
         Ok(found)
     }
 
@@ -42,8 +43,7 @@ impl Store {
     }
 
     pub fn save_poll_history(&self, room: &str, history: &History) -> Result<()> {
-        self.poll_history
-            .insert(room.as_bytes(), encode(history))?;
+        self.poll_history.insert(room.as_bytes(), encode(history))?;
         Ok(())
     }
 }
@@ -74,7 +74,10 @@ mod tests {
         }
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.poll_history("math-101").unwrap(), h);
-        assert_eq!(store.room("math-101").unwrap().unwrap().schedule, vec![window]);
+        assert_eq!(
+            store.room("math-101").unwrap().unwrap().schedule,
+            vec![window]
+        );
         assert_eq!(store.poll_history("other").unwrap(), History::default());
     }
 }

@@ -2,6 +2,7 @@
 //! receivers, all on port 0.
 
 mod api_input;
+mod budget;
 mod chaos;
 mod child;
 mod cli;
