@@ -239,6 +239,27 @@ struct Slot {
     generation: u64,
 }
 
+impl Slot {
+    /// The room's weight (√λ) and why, as of `now`.
+    fn judge(&mut self, now: f64) {
+        let (lambda, reason) = rate(
+            &Signals {
+                phase: self.phase,
+                in_phase: now - self.since,
+                hints: &self.hints,
+                history: &self.history,
+            },
+            now,
+        );
+        self.weight = lambda.sqrt();
+        self.reason = if self.phase == Phase::Unknown {
+            Reason::New
+        } else {
+            reason
+        };
+    }
+}
+
 /// The budget scheduler: every room's next poll, the most overdue first.
 pub struct Scheduler<K> {
     settings: Settings,
@@ -426,21 +447,7 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
         self.next_recompute = now + RECOMPUTE;
         let mut weights = Vec::with_capacity(self.rooms.len());
         for slot in self.rooms.values_mut() {
-            let (lambda, reason) = rate(
-                &Signals {
-                    phase: slot.phase,
-                    in_phase: now - slot.since,
-                    hints: &slot.hints,
-                    history: &slot.history,
-                },
-                now,
-            );
-            slot.weight = lambda.sqrt();
-            slot.reason = if slot.phase == Phase::Unknown {
-                Reason::New
-            } else {
-                reason
-            };
+            slot.judge(now);
             if slot.weight.is_finite() {
                 weights.push(slot.weight);
             }
@@ -450,12 +457,20 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
         let keys: Vec<K> = self.rooms.keys().cloned().collect();
         self.queue.clear();
         for k in keys {
-            self.requeue(&k, now);
+            self.queue_at_due(&k, now);
         }
     }
 
-    /// Set a room's due time from its weight and queue it.
+    /// Judge a room afresh and queue it.
     fn requeue(&mut self, key: &K, now: f64) {
+        if let Some(slot) = self.rooms.get_mut(key) {
+            slot.judge(now);
+        }
+        self.queue_at_due(key, now);
+    }
+
+    /// Set a room's due time from its weight and queue it.
+    fn queue_at_due(&mut self, key: &K, now: f64) {
         let s = self.settings;
         let c = self.c;
         self.generation += 1;
@@ -465,19 +480,6 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
         };
         if slot.in_flight {
             return;
-        }
-        if slot.phase != Phase::Unknown && slot.last_poll.is_some() {
-            let (lambda, reason) = rate(
-                &Signals {
-                    phase: slot.phase,
-                    in_phase: now - slot.since,
-                    hints: &slot.hints,
-                    history: &slot.history,
-                },
-                now,
-            );
-            slot.weight = lambda.sqrt();
-            slot.reason = reason;
         }
         slot.due = match (slot.last_poll, slot.retry_at) {
             (_, Some(retry)) => {
