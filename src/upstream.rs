@@ -75,6 +75,13 @@ impl UpstreamClient {
     /// Ask for a room's status at its `url` (from [`Self::status_url`],
     /// built once per room by the poller).
     pub async fn fetch(&self, room: &RoomId, url: &Url) -> Result<RoomStatus, PollError> {
+        let body = self.fetch_body(url).await?;
+        parse_body(room, &body)
+    }
+
+    /// The body of a 200 answer, unparsed: a poller that holds the last
+    /// body it parsed settles an unchanged answer with one comparison.
+    pub async fn fetch_body(&self, url: &Url) -> Result<Vec<u8>, PollError> {
         let response = self
             .http
             .get(url.clone())
@@ -98,8 +105,7 @@ impl UpstreamClient {
             }
             _ => return Err(PollError::Status(status)),
         }
-        let body = read_limited(response).await?;
-        parse_body(room, &body)
+        read_limited(response).await
     }
 }
 

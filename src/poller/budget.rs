@@ -124,8 +124,9 @@ pub struct Window {
 fn prior(phase: Phase, in_phase: f64) -> f64 {
     match phase {
         Phase::Unknown => f64::INFINITY,
-        Phase::Absent => 1.0 / 3600.0,
-        Phase::Waiting if in_phase < IMMINENT => 1.0 / 20.0,
+        Phase::Absent => 1.0 / 900.0,
+        // Off the scale: polled at the shortest interval, before any share.
+        Phase::Waiting if in_phase < IMMINENT => f64::INFINITY,
         Phase::Waiting => 1.0 / 1800.0,
         Phase::Live => 1.0 / 1800.0,
         Phase::Ended if in_phase < WINDING_DOWN => 1.0 / 1800.0,
@@ -266,6 +267,9 @@ pub struct Scheduler<K> {
     rooms: HashMap<K, Slot>,
     queue: BinaryHeap<Reverse<(u64, u64, K)>>,
     c: f64,
+    /// The rate of rooms about to start (the shortest interval, unless
+    /// there are too many of them for the budget).
+    fast: f64,
     last_recompute: f64,
     next_recompute: f64,
     generation: u64,
@@ -291,6 +295,7 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
             rooms: HashMap::new(),
             queue: BinaryHeap::new(),
             c: 0.0,
+            fast: 1.0 / settings.min,
             last_recompute: f64::NEG_INFINITY,
             next_recompute: f64::NEG_INFINITY,
             generation: 0,
@@ -446,14 +451,27 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
         self.last_recompute = now;
         self.next_recompute = now + RECOMPUTE;
         let mut weights = Vec::with_capacity(self.rooms.len());
+        let mut fastest = 0usize;
         for slot in self.rooms.values_mut() {
             slot.judge(now);
             if slot.weight.is_finite() {
                 weights.push(slot.weight);
+            } else if slot.phase != Phase::Unknown {
+                fastest += 1;
             }
         }
         let s = self.settings;
-        self.c = share(&weights, s.budget * PLANNED, s.lowest(), 1.0 / s.min);
+        // Rooms about to start take their shortest interval off the top,
+        // as far as the others can still be seen within the longest.
+        let planned = s.budget * PLANNED;
+        let floor = weights.len() as f64 * s.lowest();
+        self.fast = if fastest == 0 {
+            1.0 / s.min
+        } else {
+            ((planned - floor) / fastest as f64).clamp(s.lowest(), 1.0 / s.min)
+        };
+        let left = (planned - fastest as f64 * self.fast).max(0.0);
+        self.c = share(&weights, left, s.lowest(), 1.0 / s.min);
         let keys: Vec<K> = self.rooms.keys().cloned().collect();
         self.queue.clear();
         for k in keys {
@@ -472,7 +490,7 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
     /// Set a room's due time from its weight and queue it.
     fn queue_at_due(&mut self, key: &K, now: f64) {
         let s = self.settings;
-        let c = self.c;
+        let (c, fast) = (self.c, self.fast);
         self.generation += 1;
         let generation = self.generation;
         let Some(slot) = self.rooms.get_mut(key) else {
@@ -488,7 +506,11 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
             }
             (None, None) => now,
             (Some(last), None) => {
-                let per_sec = (c * slot.weight).clamp(s.lowest(), 1.0 / s.min);
+                let per_sec = if slot.weight.is_finite() {
+                    (c * slot.weight).clamp(s.lowest(), 1.0 / s.min)
+                } else {
+                    fast
+                };
                 last + (1.0 / per_sec).max(s.min)
             }
         };

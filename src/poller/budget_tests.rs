@@ -145,10 +145,19 @@ fn a_hint_brings_polls_forward_before_the_expected_start() {
         sched.insert(r, hints, History::default(), T0);
     }
     let polls = run(&mut sched, T0, start, 5.0, absent);
-    let count = |room: u32, from: f64| polls.iter().filter(|p| p.1 == room && p.0 >= from).count();
-    let window = start - 10.0 * 60.0;
-    // In its window the hinted room is polled far more often than its peers.
-    assert!(count(1, window) >= 3 * count(2, window).max(1));
+    let count = |room: u32, from: f64, to: f64| {
+        polls
+            .iter()
+            .filter(|p| p.1 == room && p.0 >= from && p.0 < to)
+            .count()
+    };
+    let window = start - 20.0 * 60.0;
+    // In its window the hinted room is polled more than twice as often as
+    // in as long a stretch before it, and more often than its peers.
+    let before = count(1, window - 1200.0, window);
+    let within = count(1, window, start);
+    assert!(within >= 2 * before.max(1), "{before} then {within}");
+    assert!(within > count(2, window, start));
     let (_, why) = sched.next_poll(&1).unwrap();
     assert_eq!(why, Reason::Schedule);
     assert_eq!(sched.next_poll(&2).unwrap().1, Reason::State);

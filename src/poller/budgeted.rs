@@ -148,13 +148,12 @@ impl Poller {
         let seen = match &outcome {
             PollOutcome::NotWatched => return,
             PollOutcome::Unchanged | PollOutcome::Baseline | PollOutcome::Changed(_) => {
-                let snapshots = self.inner.snapshots.lock().unwrap();
-                let Some(status) = snapshots.get(room.as_str()) else {
+                let Some((exists, live)) = self.known_state(room.as_str()) else {
                     return;
                 };
                 Seen::Answer {
-                    exists: status.exists,
-                    live: status.is_active,
+                    exists,
+                    live,
                     events: match outcome {
                         PollOutcome::Changed(n) => n,
                         _ => 0,
@@ -162,7 +161,7 @@ impl Poller {
                 }
             }
             PollOutcome::Failed(e) => {
-                let failures = self.runtime(room.as_str()).failures;
+                let failures = self.failures(room.as_str());
                 let wait = schedule::next_wait(
                     Some(e),
                     failures,

@@ -28,6 +28,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, instrument, warn};
 
+/// A room's last stored answer, parsed and as it came.
+struct Known {
+    status: crate::room::RoomStatus,
+    body: Vec<u8>,
+}
+
 /// A watch refused because `RELAY_MAX_ROOMS` rooms are watched.
 #[derive(Debug, PartialEq, Eq)]
 pub struct RoomCapReached;
@@ -58,10 +64,11 @@ struct Inner {
     settings: PollSettings,
     runtime: Mutex<HashMap<String, RoomRuntime>>,
     tasks: Mutex<HashMap<String, CancellationToken>>,
-    /// Each room's last stored snapshot, so an unchanged answer is settled
-    /// without reading the store. Only this room's own task writes it, after
-    /// its commit; unwatching removes it.
-    snapshots: Mutex<HashMap<String, crate::room::RoomStatus>>,
+    /// Each room's last stored snapshot, and the body it was parsed from,
+    /// so an unchanged answer is settled by comparing bytes: no parse, no
+    /// store. Only this room's own task writes it, after its commit;
+    /// unwatching removes it.
+    snapshots: Mutex<HashMap<String, Known>>,
     /// Held across a watch or unwatch: the store and the task map change
     /// together, so concurrent PUT and DELETE of a room cannot leave it
     /// watched but unpolled, and the room cap is checked and used at once.
@@ -301,7 +308,7 @@ impl Poller {
             self.inner.pause.wait().await;
             self.inner.limiter.acquire().await;
             let outcome = self.poll_at(&room, &url).await;
-            let failures = self.runtime(room.as_str()).failures;
+            let failures = self.failures(room.as_str());
             let error = match &outcome {
                 PollOutcome::Failed(e) => Some(e),
                 PollOutcome::NotWatched => return,
@@ -363,42 +370,49 @@ impl Poller {
     }
 
     /// [`Self::poll_once`] at the room's status URL, built by the caller.
-    #[instrument(skip(self, url), fields(room = %room))]
+    /// The span is at debug level: at info it would cost every poll.
+    #[instrument(level = "debug", skip(self, url), fields(room = %room))]
     async fn poll_at(&self, room: &RoomId, url: &url::Url) -> PollOutcome {
         let started = std::time::Instant::now();
         let result = {
             // The cap is on requests in flight: the commit below does not hold it.
             let _permit = self.inner.in_flight.acquire().await.expect("never closed");
-            self.inner.client.fetch(room, url).await
+            self.inner.client.fetch_body(url).await
         };
         let took = started.elapsed();
         let now = Utc::now();
-        let outcome = match result {
-            Ok(status) => {
-                if self.inner.auth.set(Auth::Accepted) {
-                    info!("upstream accepts the organization id");
-                }
-                match self.commit(room, status, now).await {
-                    Ok(PollCommit::Unchanged) => PollOutcome::Unchanged,
-                    Ok(PollCommit::Baseline) => PollOutcome::Baseline,
-                    Ok(PollCommit::NotWatched) => PollOutcome::NotWatched,
-                    Ok(PollCommit::Changed(events)) => {
-                        for e in &events {
-                            info!(event_id = %e.id, kind = %e.kind, sequence = e.sequence(), "event");
-                            let kind = Kind {
-                                r#type: e.kind.as_str(),
-                            };
-                            self.inner.metrics.events.get_or_create(&kind).inc();
-                        }
-                        self.inner.events_stored.notify_one();
-                        PollOutcome::Changed(events.len())
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "could not store the poll");
-                        PollOutcome::StoreFailed
-                    }
-                }
+        let result = result.and_then(|body| {
+            if self.is_known_body(room, &body) {
+                return Ok(None);
             }
+            crate::upstream::parse_body(room, &body).map(|status| Some((status, body)))
+        });
+        if result.is_ok() && self.inner.auth.set(Auth::Accepted) {
+            info!("upstream accepts the organization id");
+        }
+        let outcome = match result {
+            // The very bytes last parsed and stored: nothing changed.
+            Ok(None) => PollOutcome::Unchanged,
+            Ok(Some((status, body))) => match self.commit(room, status, body, now).await {
+                Ok(PollCommit::Unchanged) => PollOutcome::Unchanged,
+                Ok(PollCommit::Baseline) => PollOutcome::Baseline,
+                Ok(PollCommit::NotWatched) => PollOutcome::NotWatched,
+                Ok(PollCommit::Changed(events)) => {
+                    for e in &events {
+                        info!(room = %room, event_id = %e.id, kind = %e.kind, sequence = e.sequence(), "event");
+                        let kind = Kind {
+                            r#type: e.kind.as_str(),
+                        };
+                        self.inner.metrics.events.get_or_create(&kind).inc();
+                    }
+                    self.inner.events_stored.notify_one();
+                    PollOutcome::Changed(events.len())
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not store the poll");
+                    PollOutcome::StoreFailed
+                }
+            },
             Err(e) => {
                 match &e {
                     // Logged on the transition only: once, not once per room.
@@ -421,15 +435,40 @@ impl Poller {
         outcome
     }
 
+    /// Whether `body` is, byte for byte, the answer last stored for `room`.
+    fn is_known_body(&self, room: &RoomId, body: &[u8]) -> bool {
+        let snapshots = self.inner.snapshots.lock().unwrap();
+        snapshots.get(room.as_str()).is_some_and(|k| k.body == body)
+    }
+
+    /// What the poller last stored for `room`: exists, and is live.
+    fn known_state(&self, room: &str) -> Option<(bool, bool)> {
+        let snapshots = self.inner.snapshots.lock().unwrap();
+        snapshots
+            .get(room)
+            .map(|k| (k.status.exists, k.status.is_active))
+    }
+
     /// An answer settled by a plain read writes nothing; a change goes to
     /// the committer and is durable when this returns.
     async fn commit(
         &self,
         room: &RoomId,
         status: crate::room::RoomStatus,
+        body: Vec<u8>,
         now: DateTime<Utc>,
     ) -> Result<PollCommit, String> {
-        let known = self.inner.snapshots.lock().unwrap().get(room.as_str()) == Some(&status);
+        let known = {
+            let mut snapshots = self.inner.snapshots.lock().unwrap();
+            match snapshots.get_mut(room.as_str()) {
+                // The same answer in other bytes (fields reordered, say).
+                Some(k) if k.status == status => {
+                    k.body = body.clone();
+                    true
+                }
+                _ => false,
+            }
+        };
         if known {
             return Ok(PollCommit::Unchanged);
         }
@@ -448,7 +487,7 @@ impl Poller {
             }
             // The store now holds this answer (or held it already).
             Ok(_) if self.is_watched(room) => {
-                snapshots.insert(room.to_string(), status);
+                snapshots.insert(room.to_string(), Known { status, body });
             }
             _ => {}
         }

@@ -88,6 +88,12 @@ impl super::Poller {
         counts
     }
 
+    /// Failures in a row of a room's polls, without cloning its record.
+    pub(super) fn failures(&self, room: &str) -> u32 {
+        let map = self.inner.runtime.lock().unwrap();
+        map.get(room).map_or(0, |rt| rt.failures)
+    }
+
     /// Without a budget: when the room's own task polls it next.
     pub(super) fn set_next_poll(&self, room: &RoomId, due: tokio::time::Instant) {
         let wait = due.saturating_duration_since(tokio::time::Instant::now());

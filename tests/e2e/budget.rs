@@ -83,9 +83,9 @@ async fn the_budget_holds_and_polls_go_where_a_class_begins() {
     let h = planned(&hinted).unwrap();
     assert!(h < UNIFORM_S, "hinted every {h} s");
     // Once the budget is shared out (within a second of the first polls),
-    // an absent peer waits well over twice as long.
+    // an absent peer waits longer (√3 as long: the square-root rule).
     plan_for(&relay, &name(50), "a peer's plan", |v| {
-        v["nextPollReason"] == "state" && planned(v).is_some_and(|p| p > 2.0 * h)
+        v["nextPollReason"] == "state" && planned(v).is_some_and(|p| p > 1.5 * h)
     })
     .await;
 
