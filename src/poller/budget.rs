@@ -475,7 +475,7 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
         let keys: Vec<K> = self.rooms.keys().cloned().collect();
         self.queue.clear();
         for k in keys {
-            self.queue_at_due(&k, now);
+            self.queue_at_due(&k);
         }
     }
 
@@ -484,11 +484,11 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
         if let Some(slot) = self.rooms.get_mut(key) {
             slot.judge(now);
         }
-        self.queue_at_due(key, now);
+        self.queue_at_due(key);
     }
 
     /// Set a room's due time from its weight and queue it.
-    fn queue_at_due(&mut self, key: &K, now: f64) {
+    fn queue_at_due(&mut self, key: &K) {
         let s = self.settings;
         let (c, fast) = (self.c, self.fast);
         self.generation += 1;
@@ -504,7 +504,9 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
                 slot.reason = Reason::Retry;
                 retry
             }
-            (None, None) => now,
+            // Never polled: keeps the time it was watched, so rooms polled
+            // since cannot overtake it.
+            (None, None) => slot.due,
             (Some(last), None) => {
                 let per_sec = if slot.weight.is_finite() {
                     (c * slot.weight).clamp(s.lowest(), 1.0 / s.min)

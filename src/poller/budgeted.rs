@@ -19,6 +19,11 @@ pub struct Budgeted {
     wake: Notify,
 }
 
+/// How far ahead a room counts as due: the timer's resolution. Sleeping
+/// for less rounds up to a whole millisecond, which would cap the budget
+/// near 1,000 polls a second.
+const LOOKAHEAD: f64 = 0.001;
+
 /// Now, in the scheduler's seconds since the epoch.
 fn now_secs() -> f64 {
     Utc::now().timestamp_micros() as f64 / 1e6
@@ -94,7 +99,7 @@ impl Poller {
                 sched.next_due().map(|due| due - now_secs())
             };
             match wait {
-                Some(w) if w <= 0.0 => {}
+                Some(w) if w <= LOOKAHEAD => {}
                 Some(w) => {
                     let w = std::time::Duration::from_secs_f64(w.min(3600.0));
                     tokio::select! {
@@ -117,7 +122,7 @@ impl Poller {
                 _ = shutdown.cancelled() => return,
                 _ = self.inner.limiter.acquire() => {}
             }
-            let picked = b.sched.lock().unwrap().pick(now_secs());
+            let picked = b.sched.lock().unwrap().pick(now_secs() + LOOKAHEAD);
             let Some((key, reason)) = picked else {
                 continue;
             };

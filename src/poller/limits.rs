@@ -15,6 +15,9 @@ pub struct RateLimiter {
     spent: Mutex<Spent>,
 }
 
+/// How far behind its slots the limiter may run and still catch up.
+const CATCH_UP: Duration = Duration::from_millis(10);
+
 /// Slots handed out, per second since the limiter started.
 #[derive(Default)]
 struct Spent {
@@ -38,19 +41,22 @@ impl RateLimiter {
         let Some(spacing) = self.spacing else { return };
         let slot = {
             let mut next = self.next.lock().unwrap();
-            let slot = (*next).max(Instant::now());
+            // A slot missed by a late wake-up (the timer rounds to whole
+            // milliseconds) is still taken, or high rates would lose a
+            // share of every millisecond; after a real pause, no burst.
+            let now = Instant::now();
+            let slot = if *next + CATCH_UP < now { now } else { *next };
             *next = slot + spacing;
             slot
         };
-        tokio::time::sleep_until(slot).await;
-        // A late wake-up pushes the next slot back too: sends stay a full
-        // spacing apart however busy the runtime is.
-        let woke = Instant::now();
-        {
-            let mut next = self.next.lock().unwrap();
-            *next = (*next).max(woke + spacing);
+        // A slot due within the timer's resolution is taken at once:
+        // sleeping would round it up to the next whole millisecond and cap
+        // the rate near 1,000/s. Slots still advance by `spacing`, so no
+        // second holds more than its share.
+        if slot > Instant::now() + Duration::from_millis(1) {
+            tokio::time::sleep_until(slot).await;
         }
-        self.count(woke);
+        self.count(Instant::now());
     }
 
     fn count(&self, at: Instant) {
