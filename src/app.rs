@@ -144,6 +144,7 @@ pub async fn run_with_store(
                 .collect(),
         },
         metrics,
+        shutdown: cancel.clone(),
     };
     let router = api::router(state.clone());
     info!(

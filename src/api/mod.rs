@@ -8,6 +8,7 @@ mod health;
 pub mod openapi;
 mod rooms;
 pub mod schema;
+mod stream;
 mod subscriptions;
 
 use crate::poller::Poller;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     pub limits: Limits,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Cancelled at shutdown: long-lived event streams end with it.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Caps on what the API accepts.
@@ -61,6 +64,7 @@ pub fn router(state: AppState) -> Router {
             rooms::delete_room
         ))
         .routes(routes!(events::list_events))
+        .routes(routes!(stream::stream))
         .routes(routes!(events::get_event))
         .routes(routes!(subscriptions::create, subscriptions::list))
         .routes(routes!(

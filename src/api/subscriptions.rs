@@ -6,7 +6,6 @@ use super::schema::{
 };
 use super::AppState;
 use crate::event::{Event, EventType};
-use crate::ids::event_id;
 use crate::subscription::{validate_pattern, validate_url, Subscription, SubscriptionView};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -315,14 +314,14 @@ pub async fn test(
     let sub = find(&state, &id)?;
     let now = Utc::now();
     let event = Event {
-        id: event_id(state.store.next_ulid().into()),
+        id: String::new(),
         kind: EventType::WebhookTest,
         timestamp: now,
         data: json!({"subscriptionId": sub.id, "message": "A test event from verriflo-relay"}),
     };
-    if !state.store.outbox().enqueue_test(&sub.id, &event, now)? {
+    let Some(event) = state.store.enqueue_test(&sub.id, event, now)? else {
         return Err(ApiError::NotFound(format!("no subscription {id:?}")));
-    }
+    };
     state.wake.notify_one();
     Ok(ok(StatusCode::ACCEPTED, "Test event queued", event))
 }

@@ -133,11 +133,21 @@ impl Outbox {
 
     /// Store a `webhook.test` event and queue it for one subscription, in
     /// one transaction: the event is never missing for its delivery.
-    pub fn enqueue_test(&self, sub: &str, event: &Event, now: DateTime<Utc>) -> Result<bool> {
+    /// Queue a test event to `sub`; it gets its id here, under the lock
+    /// that poll commits take too, so ids are committed in order (the event
+    /// stream's cursor relies on it). None when there is no such subscription.
+    pub fn enqueue_test(
+        &self,
+        sub: &str,
+        mut event: Event,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Event>> {
         let mut state = self.lock();
         let Some(target) = state.subs.get(sub).cloned() else {
-            return Ok(false);
+            return Ok(None);
         };
+        event.id = crate::ids::event_id(self.inner.ids.next_at(ms(now)));
+        let event = &event;
         let mut plan = Plan::default();
         self.plan_one(&mut plan, &target, event, now);
         let ek = crate::ids::event_key(&event.id).unwrap_or(0).to_be_bytes();
@@ -150,7 +160,7 @@ impl Outbox {
             })
             .map_err(StoreError::from)?;
         self.applied(&mut state, plan);
-        Ok(true)
+        Ok(Some(event.clone()))
     }
 
     /// Every delivery, recorded or only queued (for checks in tests).

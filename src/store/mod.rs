@@ -42,6 +42,10 @@ pub struct Store {
     failed: Arc<tokio::sync::watch::Sender<Option<String>>>,
     /// Event and delivery ids, growing even if the clock steps back.
     ids: Arc<Ids>,
+    /// The largest event key committed, and the largest a flush has made
+    /// durable: the event stream sends nothing past the second.
+    written: Arc<std::sync::Mutex<u128>>,
+    durable_events: Arc<tokio::sync::watch::Sender<u128>>,
 }
 
 impl Store {
@@ -81,6 +85,9 @@ impl Store {
             flushing: Arc::default(),
             failed: Arc::new(tokio::sync::watch::channel(None).0),
             ids,
+            // Whatever is on disk at open is durable.
+            written: Arc::new(std::sync::Mutex::new(largest)),
+            durable_events: Arc::new(tokio::sync::watch::channel(largest).0),
             db,
         })
     }
@@ -110,6 +117,8 @@ impl Store {
     /// workers: concurrent `flush_async` calls deadlock sled 0.34
     /// (spacejam/sled#1308).
     async fn flush_now(&self) -> Result<()> {
+        // Every event committed by now is durable once this flush is done.
+        let written = *self.written.lock().unwrap();
         let db = self.db.clone();
         let flushed = tokio::task::spawn_blocking(move || db.flush())
             .await
@@ -120,7 +129,37 @@ impl Store {
             self.report(&e);
             e
         })?;
+        self.durable_events.send_if_modified(|d| {
+            let moved = written > *d;
+            *d = (*d).max(written);
+            moved
+        });
         Ok(())
+    }
+
+    /// Events up to this key were committed (called after the commit).
+    pub(crate) fn note_written(&self, key: u128) {
+        let mut w = self.written.lock().unwrap();
+        *w = (*w).max(key);
+    }
+
+    /// The largest durable event key, watched: the event stream follows it.
+    pub fn durable_events(&self) -> tokio::sync::watch::Receiver<u128> {
+        self.durable_events.subscribe()
+    }
+
+    /// Queue a test event to a subscription (see [`Outbox::enqueue_test`]).
+    pub fn enqueue_test(
+        &self,
+        sub: &str,
+        event: crate::event::Event,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<crate::event::Event>> {
+        let queued = self.outbox.enqueue_test(sub, event, now)?;
+        if let Some(k) = queued.as_ref().and_then(|e| crate::ids::event_key(&e.id)) {
+            self.note_written(k);
+        }
+        Ok(queued)
     }
 
     /// Note an error from any store call: an I/O error means the disk is

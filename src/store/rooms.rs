@@ -228,6 +228,23 @@ impl Store {
             for plan in plans {
                 self.outbox.applied(state, plan);
             }
+            // Noted under the outbox lock, as ids are given out: a flush
+            // that reads this covers every smaller key.
+            let largest = outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    PollCommit::Changed(events) => events.last(),
+                    _ => None,
+                })
+                .filter_map(|e| event_key(&e.id))
+                .max();
+            if let Some(k) = largest {
+                self.note_written(k);
+                // Events must reach disk (and the stream) even when no
+                // subscription queued a delivery for them.
+                self.queued
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
             Ok(outcomes)
         })
     }

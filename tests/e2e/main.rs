@@ -21,6 +21,7 @@ mod receiver;
 mod rooms;
 mod shutdown;
 mod storage;
+mod stream;
 mod subscription_input;
 mod support;
 mod xlang;
