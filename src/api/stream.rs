@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use utoipa::IntoParams;
 
@@ -76,7 +76,6 @@ pub async fn stream(
     if let Some(id) = &after {
         event_key(id).ok_or_else(|| ApiError::Validation(format!("{id:?} is not an event id")))?;
     }
-    let (tx, rx) = mpsc::channel(BUFFER);
     let tail = Tail {
         store: state.store.clone(),
         room: q.room_id,
@@ -84,13 +83,33 @@ pub async fn stream(
         cursor: after,
         shutdown: state.shutdown.clone(),
     };
-    tokio::spawn(tail.run(tx));
-    let messages = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|m| (Ok::<_, Infallible>(m), rx))
-    });
-    Ok(Sse::new(messages)
+    Ok(Sse::new(tail.spawn(BUFFER))
         .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
         .into_response())
+}
+
+impl Tail {
+    /// Read on a task of its own into a buffer of `buffer` messages; the
+    /// messages, then the reader's last word if it had one.
+    fn spawn(
+        self,
+        buffer: usize,
+    ) -> impl futures_util::Stream<Item = Result<SseEvent, Infallible>> {
+        let (tx, rx) = mpsc::channel(buffer);
+        let (last_tx, last_rx) = oneshot::channel::<String>();
+        tokio::spawn(async move {
+            if let Some(word) = self.run(tx).await {
+                let _ = last_tx.send(word);
+            }
+        });
+        futures_util::stream::unfold((rx, Some(last_rx)), |(mut rx, last)| async move {
+            if let Some(m) = rx.recv().await {
+                return Some((Ok(m), (rx, last)));
+            }
+            let word = last?.await.ok()?;
+            Some((Ok(comment(&word)), (rx, None)))
+        })
+    }
 }
 
 /// One consumer's reader: pages of durable events after its cursor.
@@ -104,16 +123,15 @@ struct Tail {
 }
 
 impl Tail {
-    async fn run(mut self, tx: mpsc::Sender<SseEvent>) {
+    /// Send events until the consumer goes, or return the last word: why
+    /// the stream ends (too slow, stopping, a store error).
+    async fn run(mut self, tx: mpsc::Sender<SseEvent>) -> Option<String> {
         let mut durable = self.store.durable_events();
         loop {
             let limit = *durable.borrow_and_update();
             let page = match self.read(limit).await {
                 Ok(page) => page,
-                Err(e) => {
-                    let _ = tx.send(comment(&format!("store error: {e}"))).await;
-                    return;
-                }
+                Err(e) => return Some(format!("store error: {e}; reconnect with Last-Event-ID")),
             };
             let read_to_end = page.len() < PAGE;
             for event in page {
@@ -123,15 +141,11 @@ impl Tail {
                 }
                 match tx.send_timeout(message(&event), STALL).await {
                     Ok(()) => {}
-                    Err(mpsc::error::SendTimeoutError::Closed(_)) => return,
+                    Err(mpsc::error::SendTimeoutError::Closed(_)) => return None,
                     Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                        // Too slow: the buffer is full. The last word goes
-                        // after what it still holds; the consumer resumes.
-                        let _ = tx.try_send(comment(&format!(
-                            "too slow: disconnected after {}; reconnect with Last-Event-ID",
-                            self.cursor.as_deref().unwrap_or("")
-                        )));
-                        return;
+                        // Too slow: the buffer stayed full. The last word
+                        // goes after what it holds; the consumer resumes.
+                        return Some("too slow: disconnected; reconnect with Last-Event-ID".into());
                     }
                 }
             }
@@ -140,11 +154,10 @@ impl Tail {
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => {
-                    let _ = tx.try_send(comment("the relay is stopping; reconnect with Last-Event-ID"));
-                    return;
+                    return Some("the relay is stopping; reconnect with Last-Event-ID".into());
                 }
-                _ = tx.closed() => return,
-                changed = durable.changed() => if changed.is_err() { return },
+                _ = tx.closed() => return None,
+                changed = durable.changed() => if changed.is_err() { return None },
             }
         }
     }
@@ -188,4 +201,56 @@ fn message(event: &Event) -> SseEvent {
 
 fn comment(text: &str) -> SseEvent {
     SseEvent::default().comment(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::{RoomId, RoomStatus};
+    use futures_util::StreamExt;
+
+    fn status(n: u64) -> RoomStatus {
+        RoomStatus {
+            exists: true,
+            is_active: true,
+            room_id: "r".into(),
+            title: Some("t".into()),
+            participant_count: Some(n),
+            has_teacher: Some(false),
+            is_recording: Some(false),
+            created_at: None,
+            started_at: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_consumer_that_stops_reading_is_cut_off_with_a_last_word() {
+        let store = Store::temporary().unwrap();
+        let room = RoomId::parse("r").unwrap();
+        let now = chrono::Utc::now();
+        store.watch(&room, now).unwrap();
+        for n in 0..6 {
+            store.record_poll(&room, &status(n), now, false).unwrap();
+            store.make_writes_durable().await.unwrap();
+        }
+        let tail = Tail {
+            store,
+            room: None,
+            kind: None,
+            cursor: None,
+            shutdown: CancellationToken::new(),
+        };
+        // A buffer of two that nobody reads until the stall has passed.
+        let mut stream = Box::pin(tail.spawn(2));
+        tokio::time::sleep(STALL * 2).await;
+        let mut got = Vec::new();
+        while let Some(Ok(m)) = stream.next().await {
+            got.push(format!("{m:?}"));
+        }
+        assert!(
+            got.len() == 3,
+            "two buffered events and the last word: {got:?}"
+        );
+        assert!(got[2].contains("too slow"), "{got:?}");
+    }
 }
