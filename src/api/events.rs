@@ -29,22 +29,28 @@ pub struct EventQuery {
     limit: Option<usize>,
 }
 
+/// The `type` and `roomId` filters, checked: the type parsed.
+pub(super) fn check_filters(
+    kind: Option<String>,
+    room: Option<&str>,
+) -> Result<Option<EventType>, ApiError> {
+    if let Some(room) = room {
+        super::rooms::parse_room(room.to_string())?;
+    }
+    kind.map(|k| {
+        EventType::parse(&k)
+            .ok_or_else(|| ApiError::Validation(format!("unknown event type {k:?}")))
+    })
+    .transpose()
+}
+
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(EventQuery),
     responses((status = 200, description = "Oldest first", body = Envelope<EventPage>)))]
 pub async fn list_events(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Response, ApiError> {
-    let kind = q
-        .kind
-        .map(|k| {
-            EventType::parse(&k)
-                .ok_or_else(|| ApiError::Validation(format!("unknown event type {k:?}")))
-        })
-        .transpose()?;
-    if let Some(room) = &q.room_id {
-        super::rooms::parse_room(room.clone())?;
-    }
+    let kind = check_filters(q.kind, q.room_id.as_deref())?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::Validation(format!(

@@ -53,16 +53,7 @@ pub async fn stream(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
-    let kind = q
-        .kind
-        .map(|k| {
-            EventType::parse(&k)
-                .ok_or_else(|| ApiError::Validation(format!("unknown event type {k:?}")))
-        })
-        .transpose()?;
-    if let Some(room) = &q.room_id {
-        super::rooms::parse_room(room.clone())?;
-    }
+    let kind = super::events::check_filters(q.kind, q.room_id.as_deref())?;
     let header = headers
         .get("last-event-id")
         .map(|v| {
