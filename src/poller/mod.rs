@@ -1,5 +1,6 @@
 //! The poller: one light task per watched room, each a thin loop around
-//! [`Poller::poll_once`], sharing the upstream limits.
+//! [`Poller::poll_once`], sharing the upstream limits; or, with a poll
+//! budget, one loop polling the room the budget scheduler picks.
 
 pub mod budget;
 mod budgeted;
