@@ -1,6 +1,7 @@
 //! The budget scheduler in virtual time.
 
 use super::*;
+use std::collections::HashMap;
 
 const T0: f64 = 1_800_000_000.0;
 

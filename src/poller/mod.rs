@@ -8,6 +8,7 @@ mod commit;
 pub mod history;
 mod limits;
 pub mod schedule;
+mod scheduler;
 mod state;
 
 pub use limits::{Auth, AuthGate};
