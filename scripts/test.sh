@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine with only the Rust toolchain:
 # installs the official Standard Webhooks verifiers for Python and Node (the
-# cross-language tests run real deliveries through them) and schemathesis (it
-# fuzzes the API from its OpenAPI document), then runs `cargo test`
+# cross-language tests run real deliveries through them), schemathesis (it
+# fuzzes the API from its OpenAPI document) and Debian's Chromium with its
+# WebDriver (the dashboard's browser test), then runs `cargo test`
 # including those tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,13 @@ fi
 if [ ! -d "$xlang/node/node_modules/standardwebhooks" ]; then
   echo "== installing the Node Standard Webhooks verifier"
   npm install --silent --no-audit --no-fund --prefix "$xlang/node" "standardwebhooks@1"
+fi
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  echo "== installing Debian's chromium and chromium-driver (the dashboard's browser test)"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 export PYTHONPATH="$xlang/py${PYTHONPATH:+:$PYTHONPATH}"
 export SCHEMATHESIS="$xlang/py/bin/schemathesis"

@@ -145,6 +145,7 @@ pub async fn run_with_store(
         },
         metrics,
         shutdown: cancel.clone(),
+        ui: Arc::default(),
     };
     let router = api::router(state.clone());
     info!(

@@ -109,7 +109,18 @@ pub async fn run(
         .context("no secret in the subscription")?;
     let _ = secret.set(Secret::parse(text)?);
 
+    let link: Value = http
+        .post(format!("{admin}/v1/dashboard/login-link"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .context("asking for a dashboard login link")?
+        .json()
+        .await?;
+    let link = link["data"]["path"].as_str().context("no dashboard link")?;
+
     println!("verriflo-relay demo: simulated Verriflo classes -> relay -> verifying receiver");
+    println!("  dashboard   {admin}{link}   (one click logs you in; works once, for 10 minutes)");
     println!("  admin API   {admin}   (token: {token})");
     println!("  try         curl -H 'Authorization: Bearer {token}' {admin}/v1/rooms");
     println!(

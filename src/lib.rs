@@ -24,6 +24,7 @@
 //! - `retention`: background pruning of old events and finished deliveries
 //! - `metrics`: Prometheus counters, histograms and scrape-time gauges
 //! - `api`: the admin HTTP API (routes, bearer auth, the envelope, OpenAPI)
+//! - `ui`: the dashboard at `/ui/`: embedded pages, cookie sessions, one-time login links
 //! - `listener`: serving HTTP with header deadlines and a connection cap
 //!
 //! Assembly and tools:
@@ -59,4 +60,5 @@ pub mod ssrf;
 pub mod store;
 pub mod subscription;
 pub mod telemetry;
+pub mod ui;
 pub mod upstream;

@@ -3,7 +3,7 @@
 use super::error::{ok, ok_value, ApiError, ApiJson, ApiPath, ApiQuery};
 use super::schema::{DeliveryPage, Envelope, ErrorEnvelope, Queued};
 use super::AppState;
-use crate::outbox::{Delivery, Retried};
+use crate::outbox::{Delivery, DeliveryStatus, Retried, SubscriptionStats};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -19,6 +19,9 @@ pub struct ListQuery {
     before: Option<String>,
     /// 1 to 1000 (default 100).
     limit: Option<usize>,
+    /// Only deliveries in this status. A filtered page reads at most 10,000
+    /// deliveries; follow `next` for more.
+    status: Option<DeliveryStatus>,
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions/{id}/deliveries", tag = "deliveries",
@@ -43,7 +46,7 @@ pub async fn list(
         state
             .store
             .outbox()
-            .list_deliveries(&id, q.before.as_deref(), limit)?;
+            .list_deliveries_where(&id, q.before.as_deref(), limit, q.status)?;
     Ok(ok_value(
         "Deliveries, newest first",
         DeliveryPage { deliveries, next },
@@ -107,4 +110,18 @@ pub async fn replay(
         "Events queued again",
         Queued { queued },
     ))
+}
+
+#[utoipa::path(get, path = "/v1/subscriptions/{id}/stats", tag = "deliveries",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses((status = 200, description = "Backlog and recent success", body = Envelope<SubscriptionStats>), (status = 404, body = ErrorEnvelope)))]
+pub async fn stats(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    if state.store.outbox().subscription(&id).is_none() {
+        return Err(ApiError::NotFound(format!("no subscription {id:?}")));
+    }
+    let stats = state.store.outbox().stats(&id)?;
+    Ok(ok_value("Subscription figures", stats))
 }

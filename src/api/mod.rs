@@ -1,6 +1,6 @@
 //! The admin HTTP API: routes, auth, and the envelope.
 
-mod auth;
+pub mod auth;
 mod deliveries;
 pub mod error;
 mod events;
@@ -39,6 +39,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Cancelled at shutdown: long-lived event streams end with it.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Dashboard sessions and one-time login links.
+    pub ui: Arc<crate::ui::Sessions>,
 }
 
 /// Caps on what the API accepts.
@@ -78,8 +80,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(deliveries::list))
         .routes(routes!(deliveries::retry))
         .routes(routes!(deliveries::replay))
+        .routes(routes!(deliveries::stats))
+        .routes(routes!(crate::ui::login_link))
         .route_layer(from_fn_with_state(state.clone(), durable_writes))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_bearer))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_auth))
         .route_layer(axum::middleware::from_fn({
             let slots = Arc::new(tokio::sync::Semaphore::new(
                 state.limits.max_requests.max(1),
@@ -93,6 +97,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(admin)
         .merge(drop_in)
+        .merge(crate::ui::router())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

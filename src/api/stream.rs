@@ -39,7 +39,8 @@ pub struct StreamQuery {
     #[serde(rename = "type")]
     #[param(rename = "type")]
     kind: Option<String>,
-    /// Resume after this event id (the `Last-Event-ID` header wins).
+    /// Resume after this event id (the `Last-Event-ID` header wins), or
+    /// `latest`: only events emitted from now on.
     after: Option<String>,
 }
 
@@ -63,7 +64,11 @@ pub async fn stream(
         })
         .transpose()?
         .filter(|v| !v.is_empty());
-    let after = header.map(str::to_string).or(q.after);
+    let after = match (header, q.after) {
+        (Some(id), _) => Some(id.to_string()),
+        (None, Some(a)) if a == LATEST => latest(&state),
+        (None, a) => a,
+    };
     if let Some(id) = &after {
         event_key(id).ok_or_else(|| ApiError::Validation(format!("{id:?} is not an event id")))?;
     }
@@ -77,6 +82,15 @@ pub async fn stream(
     Ok(Sse::new(tail.spawn(BUFFER))
         .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
         .into_response())
+}
+
+/// `?after=latest`: start at the newest durable event, so a dashboard
+/// opening its live tail is not sent the whole history first.
+const LATEST: &str = "latest";
+
+fn latest(state: &AppState) -> Option<String> {
+    let newest = *state.store.durable_events().borrow();
+    (newest > 0).then(|| crate::ids::event_id(newest))
 }
 
 impl Tail {

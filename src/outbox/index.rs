@@ -212,6 +212,17 @@ impl Index {
         self.per_sub.get(sub).copied().unwrap_or(0)
     }
 
+    /// When the lane head of one subscription that has waited longest was
+    /// queued (ms): the backlog's age as its receiver feels it. Reads every
+    /// lane once: for the dashboard, not for a hot path.
+    pub fn oldest_of(&self, sub: &str) -> Option<u64> {
+        self.lanes
+            .iter()
+            .filter(|(id, _)| &*id.sub == sub)
+            .filter_map(|(_, l)| l.head.map(|h| h.created_ms()))
+            .min()
+    }
+
     /// When the oldest pending delivery was queued (ms).
     pub fn oldest_ms(&self) -> Option<u64> {
         self.oldest.keys().next().copied()

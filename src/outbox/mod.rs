@@ -30,6 +30,7 @@ pub use admin::Retried;
 pub use claim::{Claim, Completion, Health};
 pub use index::LaneId;
 pub use model::{Attempt, Delivery, DeliveryStatus, Verdict};
+pub use subs::SubscriptionStats;
 
 use crate::db::Result;
 use crate::event::Event;

@@ -2,11 +2,33 @@
 //! subscription's deliveries is one atomic write.
 
 use super::claim::decode_delivery;
+use super::model::DeliveryStatus;
 use super::{keys, Delivery, Outbox};
 use crate::db::{encode, Result};
 use crate::subscription::Subscription;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
+
+/// At most this many deliveries are read for one filtered page or one stats.
+pub const FILTER_SCAN: usize = 10_000;
+/// Stats judge the success rate on this many finished deliveries.
+pub const RECENT: u64 = 100;
+
+/// A subscription's backlog and recent success, as the dashboard shows it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionStats {
+    /// Deliveries queued and not yet finished.
+    pub pending: u64,
+    /// When the oldest of them was queued.
+    pub oldest_pending_at: Option<DateTime<Utc>>,
+    /// Of the last (up to) 100 finished deliveries, how many succeeded...
+    pub recent_succeeded: u64,
+    /// ...and how many failed for good.
+    pub recent_failed: u64,
+    /// `recentSucceeded / (recentSucceeded + recentFailed)`; null before any finished.
+    pub success_rate: Option<f64>,
+}
 
 /// A create refused because the cap on subscriptions is reached.
 #[derive(Debug, PartialEq, Eq)]
@@ -133,11 +155,28 @@ impl Outbox {
         before: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Delivery>, Option<String>)> {
+        self.list_deliveries_where(sub, before, limit, None)
+    }
+
+    /// [`Self::list_deliveries`] with only those in `status`. A filtered page
+    /// reads at most [`FILTER_SCAN`] deliveries; its cursor then says where
+    /// to go on, so a long history never makes one slow request.
+    pub fn list_deliveries_where(
+        &self,
+        sub: &str,
+        before: Option<&str>,
+        limit: usize,
+        status: Option<DeliveryStatus>,
+    ) -> Result<(Vec<Delivery>, Option<String>)> {
         let before = before
             .and_then(crate::ids::delivery_key)
             .unwrap_or(u128::MAX);
         let mut queued: Vec<Delivery> = Vec::new();
+        let want_queued = matches!(status, None | Some(DeliveryStatus::Pending));
         for item in self.inner.tree.scan_prefix(keys::sub_lanes_prefix(sub)) {
+            if !want_queued {
+                break;
+            }
             let (k, v) = item?;
             let Some((lane, entry)) = keys::split_lane_key(&k)
                 .and_then(|(lane, order)| Some((lane, keys::decode_entry(order, &v)?)))
@@ -159,7 +198,12 @@ impl Outbox {
         let range = keys::deliveries_prefix(sub)..keys::delivery_key(sub, before);
         let mut stored = self.inner.tree.range(range).rev();
         let mut next_stored = stored.next().transpose()?;
+        let mut scanned = 0usize;
+        let mut last_seen: Option<String> = None;
         while out.len() < limit {
+            if status.is_some() && scanned >= FILTER_SCAN {
+                return Ok((out, last_seen));
+            }
             let from_store = match (&next_stored, queued.peek()) {
                 (None, None) => return Ok((out, None)),
                 (Some(_), None) => true,
@@ -169,16 +213,56 @@ impl Outbox {
                     crate::ids::delivery_id(dk) > q.id
                 }
             };
-            if from_store {
+            let d = if from_store {
                 let (_, v) = next_stored.take().expect("checked");
-                out.push(decode_delivery(&v)?);
                 next_stored = stored.next().transpose()?;
+                decode_delivery(&v)?
             } else {
-                out.push(queued.next().expect("checked"));
+                queued.next().expect("checked")
+            };
+            scanned += 1;
+            last_seen = Some(d.id.clone());
+            if status.is_none_or(|s| d.status == s) {
+                out.push(d);
             }
         }
         let more = next_stored.is_some() || queued.peek().is_some();
         let next = more.then(|| out.last().map(|d| d.id.clone())).flatten();
         Ok((out, next))
+    }
+
+    /// A subscription's figures for the dashboard: its backlog now, and how
+    /// the last [`RECENT`] finished deliveries went.
+    pub fn stats(&self, sub: &str) -> Result<SubscriptionStats> {
+        let (pending, oldest) = {
+            let state = self.lock();
+            (state.index.pending_of(sub), state.index.oldest_of(sub))
+        };
+        let (mut succeeded, mut failed) = (0u64, 0u64);
+        for item in self
+            .inner
+            .tree
+            .scan_prefix(keys::deliveries_prefix(sub))
+            .rev()
+            .take(FILTER_SCAN)
+        {
+            let (_, v) = item?;
+            match decode_delivery(&v)?.status {
+                DeliveryStatus::Succeeded => succeeded += 1,
+                DeliveryStatus::Failed => failed += 1,
+                DeliveryStatus::Pending => continue,
+            }
+            if succeeded + failed >= RECENT {
+                break;
+            }
+        }
+        let finished = succeeded + failed;
+        Ok(SubscriptionStats {
+            pending,
+            oldest_pending_at: oldest.and_then(|ms| DateTime::from_timestamp_millis(ms as i64)),
+            recent_succeeded: succeeded,
+            recent_failed: failed,
+            success_rate: (finished > 0).then(|| succeeded as f64 / finished as f64),
+        })
     }
 }

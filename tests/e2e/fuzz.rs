@@ -19,6 +19,13 @@ const TEMPLATES: &[&str] = &[
     "/v1/subscriptions/{}/deliveries",
     "/v1/subscriptions/{}/deliveries/{}/retry",
     "/v1/subscriptions/{}/replay",
+    "/v1/subscriptions/{}/stats",
+    "/v1/dashboard/login-link",
+    "/ui/",
+    "/ui/login",
+    "/ui/login/{}",
+    "/ui/logout",
+    "/ui/app.js",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -59,6 +66,7 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
         Just(b"{\"since\": \"2024-01-01T00:00:00Z\"}".to_vec()),
         Just(b"{\"enabled\": true, \"url\": 7}".to_vec()),
         Just(b"[1,2,3]".to_vec()),
+        Just(b"{\"token\": \"test-admin-token-0123456789\"}".to_vec()),
         Just(
             b"{\"url\": \"http://127.0.0.1:9/h\", \"rooms\": [\"a\",\"b\"], \"description\": null}"
                 .to_vec()

@@ -26,6 +26,8 @@ const SPEC_ROUTES: &[(&str, &str)] = &[
         "/v1/subscriptions/{id}/deliveries/{delivery_id}/retry",
     ),
     ("post", "/v1/subscriptions/{id}/replay"),
+    ("get", "/v1/subscriptions/{id}/stats"),
+    ("post", "/v1/dashboard/login-link"),
     ("get", "/v1/events"),
     ("get", "/v1/events/{id}"),
     ("get", "/v1/events/stream"),
