@@ -332,6 +332,14 @@ async fn an_operator_works_the_dashboard_in_a_real_browser() {
         .await;
     assert_eq!(after, json!(401));
 
+    // The demo's way in: a one-time link logs the browser in by itself.
+    let (_, link) = app.post("/v1/dashboard/login-link", json!({})).await;
+    let path = link["data"]["path"].as_str().unwrap();
+    b.goto(&format!("{}{path}", app.base)).await.unwrap();
+    browser
+        .wait_for(&format!("#rooms tr[data-room='{room}']"))
+        .await;
+
     browser.client.clone().close().await.unwrap();
 }
 
