@@ -238,15 +238,21 @@ mod tests {
             store.record_poll(&room, &status(n), now, false).unwrap();
             store.make_writes_durable().await.unwrap();
         }
-        let tail = Tail {
-            store,
+        let tail = || Tail {
+            store: store.clone(),
             room: None,
             kind: None,
             cursor: None,
             shutdown: CancellationToken::new(),
         };
-        // A buffer of two that nobody reads until the stall has passed.
-        let mut stream = Box::pin(tail.spawn(2));
+        // A buffer of two that nobody reads until the stall has passed,
+        // beside a consumer that keeps up.
+        let mut stream = Box::pin(tail().spawn(2));
+        let mut brisk = Box::pin(tail().spawn(2));
+        // The first poll is the baseline: five events.
+        for _ in 0..5 {
+            assert!(matches!(brisk.next().await, Some(Ok(_))));
+        }
         tokio::time::sleep(STALL * 2).await;
         let mut got = Vec::new();
         while let Some(Ok(m)) = stream.next().await {
@@ -257,5 +263,10 @@ mod tests {
             "two buffered events and the last word: {got:?}"
         );
         assert!(got[2].contains("too slow"), "{got:?}");
+        // The other consumer is still served, live.
+        store.record_poll(&room, &status(9), now, false).unwrap();
+        store.make_writes_durable().await.unwrap();
+        let next = format!("{:?}", brisk.next().await);
+        assert!(next.contains("participants.changed"), "{next}");
     }
 }
