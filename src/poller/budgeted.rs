@@ -178,7 +178,7 @@ impl Poller {
                     backoff: wait.as_secs_f64(),
                 }
             }
-            PollOutcome::StoreFailed => Seen::Failed {
+            PollOutcome::StoreFailed | PollOutcome::Stale => Seen::Failed {
                 backoff: s.interval.as_secs_f64(),
             },
         };

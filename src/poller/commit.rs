@@ -1,9 +1,7 @@
-//! The committer: changed answers of many rooms go to disk together, in
-//! one transaction and one flush (group commit), off the async workers.
+//! The committer: diffed answers of many rooms go to disk together, in one
+//! transaction and one flush (group commit), off the async workers.
 
-use crate::room::{RoomId, RoomStatus};
 use crate::store::{PollAnswer, PollCommit, Store};
-use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -25,25 +23,15 @@ pub struct Committer {
 
 impl Committer {
     /// Start the committer; it stops when every handle is dropped.
-    pub fn start(store: Store, initial_events: bool) -> Self {
+    pub fn start(store: Store) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, rx, initial_events));
+        tokio::spawn(run(store, rx));
         Self { tx }
     }
 
-    /// Commit one room's answer; resolves once it is durable.
-    pub async fn commit(
-        &self,
-        room: &RoomId,
-        status: RoomStatus,
-        seen_at: DateTime<Utc>,
-    ) -> Committed {
+    /// Commit one room's diffed answer; resolves once it is durable.
+    pub async fn commit(&self, answer: PollAnswer) -> Committed {
         let (reply, done) = oneshot::channel();
-        let answer = PollAnswer {
-            room: room.clone(),
-            status,
-            seen_at,
-        };
         self.tx
             .send(Job { answer, reply })
             .map_err(|_| "the committer stopped".to_string())?;
@@ -52,7 +40,7 @@ impl Committer {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Job>, initial_events: bool) {
+async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = rx.recv().await {
         // Whatever queued while the last batch was written goes together.
         let mut jobs = vec![first];
@@ -62,10 +50,12 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Job>, initial_events:
                 Err(_) => break,
             }
         }
-        let answers: Vec<PollAnswer> = jobs.iter().map(|j| j.answer.clone()).collect();
+        let count = jobs.len();
+        let (answers, replies): (Vec<PollAnswer>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.answer, j.reply)).unzip();
         let s = store.clone();
         let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || s.commit_polls(&answers, initial_events))
+        let result = tokio::task::spawn_blocking(move || s.commit_polls(&answers))
             .await
             .unwrap_or_else(|e| Err(crate::store::StoreError::Interrupted(e.to_string())));
         let outcomes = match result {
@@ -73,8 +63,8 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Job>, initial_events:
             Err(e) => {
                 warn!(error = %e, "could not store the polls");
                 store.report(&e);
-                for job in jobs {
-                    let _ = job.reply.send(Err(e.to_string()));
+                for reply in replies {
+                    let _ = reply.send(Err(e.to_string()));
                 }
                 continue;
             }
@@ -86,9 +76,9 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Job>, initial_events:
                 warn!(error = %e, "could not flush the store");
             }
         }
-        debug!(answers = jobs.len(), took = ?started.elapsed(), "polls committed");
-        for (job, outcome) in jobs.into_iter().zip(outcomes) {
-            let _ = job.reply.send(Ok(outcome));
+        debug!(answers = count, took = ?started.elapsed(), "polls committed");
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            let _ = reply.send(Ok(outcome));
         }
     }
 }

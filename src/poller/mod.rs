@@ -16,7 +16,7 @@ pub use state::{Health, PollOutcome, RoomRuntime};
 
 use crate::metrics::{Kind, Metrics};
 use crate::room::RoomId;
-use crate::store::{PollCommit, Store};
+use crate::store::{Base, PollAnswer, PollCommit, Store};
 use crate::upstream::{PollError, UpstreamClient};
 use chrono::{DateTime, Utc};
 use limits::{Pause, RateLimiter};
@@ -31,8 +31,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, instrument, warn};
 
 /// A room's last stored answer, parsed and as it came.
+/// What the poller holds of a room: the stored state it diffs against
+/// (with the version its commit must find), and the body its snapshot was
+/// parsed from (empty before the baseline).
 struct Known {
-    status: crate::room::RoomStatus,
+    base: Base,
     body: Vec<u8>,
 }
 
@@ -115,7 +118,7 @@ impl Poller {
         Self {
             inner: Arc::new(Inner {
                 client,
-                committer: commit::Committer::start(store.clone(), settings.initial_events),
+                committer: commit::Committer::start(store.clone()),
                 store,
                 in_flight: Semaphore::new(settings.max_in_flight),
                 limiter: RateLimiter::new(rps),
@@ -399,6 +402,7 @@ impl Poller {
                 Ok(PollCommit::Unchanged) => PollOutcome::Unchanged,
                 Ok(PollCommit::Baseline) => PollOutcome::Baseline,
                 Ok(PollCommit::NotWatched) => PollOutcome::NotWatched,
+                Ok(PollCommit::Stale) => PollOutcome::Stale,
                 Ok(PollCommit::Changed(events)) => {
                     for e in &events {
                         info!(room = %room, event_id = %e.id, kind = %e.kind, sequence = e.sequence(), "event");
@@ -440,7 +444,9 @@ impl Poller {
     /// Whether `body` is, byte for byte, the answer last stored for `room`.
     fn is_known_body(&self, room: &RoomId, body: &[u8]) -> bool {
         let snapshots = self.inner.snapshots.lock().unwrap();
-        snapshots.get(room.as_str()).is_some_and(|k| k.body == body)
+        snapshots
+            .get(room.as_str())
+            .is_some_and(|k| k.base.snapshot.is_some() && k.body == body)
     }
 
     /// What the poller last stored for `room`: exists, and is live.
@@ -448,11 +454,14 @@ impl Poller {
         let snapshots = self.inner.snapshots.lock().unwrap();
         snapshots
             .get(room)
-            .map(|k| (k.status.exists, k.status.is_active))
+            .and_then(|k| k.base.snapshot.as_ref())
+            .map(|s| (s.exists, s.is_active))
     }
 
-    /// An answer settled by a plain read writes nothing; a change goes to
-    /// the committer and is durable when this returns.
+    /// The one-way flow: diff the answer in memory against what this
+    /// room's task holds, and hand the store the result to commit only if
+    /// the room's version is still the one diffed against. An unchanged
+    /// answer touches no store. Durable when this returns.
     async fn commit(
         &self,
         room: &RoomId,
@@ -460,39 +469,72 @@ impl Poller {
         body: Vec<u8>,
         now: DateTime<Utc>,
     ) -> Result<PollCommit, String> {
-        let known = {
-            let mut snapshots = self.inner.snapshots.lock().unwrap();
-            match snapshots.get_mut(room.as_str()) {
+        // A stale base (the room re-watched meanwhile) is read afresh once.
+        for _ in 0..2 {
+            let base = match self.base(room) {
+                Ok(Some(base)) => base,
+                Ok(None) => return Ok(PollCommit::NotWatched),
+                Err(e) => return Err(e),
+            };
+            let initial = self.inner.settings.initial_events;
+            let Some(answer) = PollAnswer::diffed(room, &base, &status, now, initial) else {
                 // The same answer in other bytes (fields reordered, say).
-                Some(k) if k.status == status => {
-                    k.body = body.clone();
-                    true
+                self.remember(room, Known { base, body });
+                return Ok(PollCommit::Unchanged);
+            };
+            let version = answer.base_version + 1;
+            let outcome = self.inner.committer.commit(answer).await;
+            let sequence = match &outcome {
+                Ok(PollCommit::Changed(events)) => events
+                    .last()
+                    .and_then(|e| e.sequence())
+                    .unwrap_or(base.sequence),
+                Ok(PollCommit::Baseline) => base.sequence,
+                Ok(PollCommit::Stale) => {
+                    self.forget(room);
+                    continue;
                 }
-                _ => false,
-            }
-        };
-        if known {
-            return Ok(PollCommit::Unchanged);
+                _ => {
+                    self.forget(room);
+                    return outcome;
+                }
+            };
+            let snapshot = Some(status);
+            let base = Base {
+                snapshot,
+                sequence,
+                version,
+            };
+            self.remember(room, Known { base, body });
+            return outcome;
         }
-        let outcome = match self.inner.store.settled_without_commit(room, &status) {
-            Ok(Some(settled)) => Ok(settled),
-            Ok(None) => self.inner.committer.commit(room, status.clone(), now).await,
+        Ok(PollCommit::Stale)
+    }
+
+    /// What `room`'s next answer is diffed against: held in memory, or
+    /// read from the store once (first poll, or after a stale commit).
+    fn base(&self, room: &RoomId) -> Result<Option<Base>, String> {
+        if let Some(k) = self.inner.snapshots.lock().unwrap().get(room.as_str()) {
+            return Ok(Some(k.base.clone()));
+        }
+        match self.inner.store.base(room) {
+            Ok(base) => Ok(base),
             Err(e) => {
                 self.inner.store.report(&e);
                 Err(e.to_string())
             }
-        };
-        let mut snapshots = self.inner.snapshots.lock().unwrap();
-        match &outcome {
-            Ok(PollCommit::NotWatched) => {
-                snapshots.remove(room.as_str());
-            }
-            // The store now holds this answer (or held it already).
-            Ok(_) if self.is_watched(room) => {
-                snapshots.insert(room.to_string(), Known { status, body });
-            }
-            _ => {}
         }
-        outcome
+    }
+
+    fn remember(&self, room: &RoomId, known: Known) {
+        // An unwatch in between removed the room: hold nothing for it.
+        if self.is_watched(room) {
+            let mut snapshots = self.inner.snapshots.lock().unwrap();
+            snapshots.insert(room.to_string(), known);
+        }
+    }
+
+    fn forget(&self, room: &RoomId) {
+        self.inner.snapshots.lock().unwrap().remove(room.as_str());
     }
 }

@@ -47,6 +47,9 @@ pub enum PollOutcome {
     Baseline,
     Changed(usize),
     NotWatched,
+    /// The store moved under this poll twice running: nothing written;
+    /// the next poll diffs against the store afresh.
+    Stale,
     Failed(PollError),
     StoreFailed,
 }
@@ -59,6 +62,7 @@ impl PollOutcome {
             Self::Baseline => "baseline",
             Self::Changed(_) => "changed",
             Self::NotWatched => "not_watched",
+            Self::Stale => "stale",
             Self::StoreFailed => "store_failed",
             Self::Failed(e) => e.label(),
         }

@@ -10,7 +10,7 @@ pub use crate::db::{Result, StoreError};
 pub use crate::outbox::ms;
 pub use events::{EventFilter, EventPage};
 pub use hints::ClassWindow;
-pub use rooms::{PollAnswer, PollCommit, RoomRecord};
+pub use rooms::{Base, PollAnswer, PollCommit, RoomRecord};
 
 use crate::ids::Ids;
 use crate::outbox::Outbox;

@@ -1,5 +1,5 @@
-//! Watched rooms, their last snapshots, and the transaction that turns a poll
-//! into stored events.
+//! Watched rooms, their last snapshots, and the transaction that commits a
+//! poller's diffed answer, only if the room's version still holds.
 
 use super::keys::room_seq_key;
 use super::{Result, Store, StoreError};
@@ -28,6 +28,31 @@ pub struct RoomRecord {
     /// Classes the LMS expects (`PUT /v1/rooms/{id}` with a schedule).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedule: Vec<super::ClassWindow>,
+    /// Grows by one with every write of `snapshot`: a poll commits only if
+    /// the version it diffed against still holds (compare-and-set).
+    #[serde(default)]
+    pub version: u64,
+}
+
+impl RoomRecord {
+    /// What a poller diffs its next answer against.
+    pub fn base(&self) -> Base {
+        Base {
+            snapshot: self.snapshot.clone(),
+            sequence: self.sequence,
+            version: self.version,
+        }
+    }
+}
+
+/// The stored state a poll's answer is diffed against, and the version
+/// that must still hold when its result is committed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Base {
+    pub snapshot: Option<RoomStatus>,
+    /// The last sequence used by the room's events.
+    pub sequence: u64,
+    pub version: u64,
 }
 
 /// What one successful poll did to the store.
@@ -41,6 +66,9 @@ pub enum PollCommit {
     Changed(Vec<Event>),
     /// The room was unwatched while the poll was in flight.
     NotWatched,
+    /// The stored snapshot moved since the poll read it (a re-watch, or
+    /// another poller): nothing was written; diff again from the store.
+    Stale,
 }
 
 impl Store {
@@ -64,6 +92,7 @@ impl Store {
                     sequence: 0,
                     last_changed_at: None,
                     schedule: Vec::new(),
+                    version: 0,
                 },
             };
             Some(encode(&record))
@@ -85,6 +114,7 @@ impl Store {
                     Some(encode(&RoomRecord {
                         watched_since: None,
                         snapshot: None,
+                        version: r.version + 1,
                         ..r
                     }))
                 }
@@ -114,24 +144,16 @@ impl Store {
         Ok(out)
     }
 
-    /// What a poll's answer needs without writing: Some when it is
-    /// settled by a plain read (unchanged, or the room is not watched),
-    /// None when it must be committed.
-    pub fn settled_without_commit(
-        &self,
-        room: &RoomId,
-        current: &RoomStatus,
-    ) -> Result<Option<PollCommit>> {
-        Ok(match self.room(room.as_str())? {
-            None => Some(PollCommit::NotWatched),
-            Some(r) if r.watched_since.is_none() => Some(PollCommit::NotWatched),
-            Some(r) if r.snapshot.as_ref() == Some(current) => Some(PollCommit::Unchanged),
-            Some(_) => None,
-        })
+    /// What a watched room's poll diffs against; None when not watched.
+    pub fn base(&self, room: &RoomId) -> Result<Option<Base>> {
+        Ok(self
+            .room(room.as_str())?
+            .filter(|r| r.watched_since.is_some())
+            .map(|r| r.base()))
     }
 
-    /// Store a successful poll's answer: the snapshot and the events it
-    /// produced commit in one transaction; an unchanged answer writes nothing.
+    /// Diff one answer against the stored snapshot and commit it: the
+    /// poller's path in one call (for tools and tests).
     pub fn record_poll(
         &self,
         room: &RoomId,
@@ -139,26 +161,22 @@ impl Store {
         seen_at: DateTime<Utc>,
         initial_events: bool,
     ) -> Result<PollCommit> {
-        // A plain read first: the common case (nothing changed) never opens a transaction.
-        if let Some(settled) = self.settled_without_commit(room, current)? {
-            return Ok(settled);
-        }
-        let answer = PollAnswer {
-            room: room.clone(),
-            status: current.clone(),
-            seen_at,
+        let Some(base) = self.base(room)? else {
+            return Ok(PollCommit::NotWatched);
         };
-        let mut outcomes = self.commit_polls(std::slice::from_ref(&answer), initial_events)?;
+        let Some(answer) = PollAnswer::diffed(room, &base, current, seen_at, initial_events) else {
+            return Ok(PollCommit::Unchanged);
+        };
+        let mut outcomes = self.commit_polls(std::slice::from_ref(&answer))?;
         Ok(outcomes.pop().expect("one outcome per answer"))
     }
 
-    /// Commit many rooms' answers in one transaction (group commit): each
-    /// room's snapshot with the events and deliveries it produced.
-    pub fn commit_polls(
-        &self,
-        answers: &[PollAnswer],
-        initial_events: bool,
-    ) -> Result<Vec<PollCommit>> {
+    /// Commit many rooms' diffed answers in one transaction (group commit):
+    /// each room's snapshot with its events and their deliveries, each only
+    /// if the room's version is still the one its answer was diffed against.
+    /// Event ids are given here, under the outbox lock, so they are
+    /// committed in order.
+    pub fn commit_polls(&self, answers: &[PollAnswer]) -> Result<Vec<PollCommit>> {
         // The outbox stays locked from planning to applying: no subscription
         // changes between choosing the targets and committing their deliveries.
         self.outbox.locked(|state| {
@@ -183,25 +201,24 @@ impl Store {
                         outcomes.push(PollCommit::NotWatched);
                         continue;
                     }
-                    let previous = record.snapshot.take();
-                    if previous.as_ref() == Some(&a.status) {
-                        outcomes.push(PollCommit::Unchanged);
+                    if record.version != a.base_version {
+                        outcomes.push(PollCommit::Stale);
                         continue;
                     }
-                    if previous.is_none() && !initial_events {
-                        record.snapshot = Some(a.status.clone());
+                    record.version += 1;
+                    let had_snapshot = record.snapshot.replace(a.status.clone()).is_some();
+                    if a.events.is_empty() {
+                        // A first answer, or a change no event is about.
                         rooms.insert(key, encode(&record))?;
-                        outcomes.push(PollCommit::Baseline);
+                        outcomes.push(match had_snapshot {
+                            false => PollCommit::Baseline,
+                            true => PollCommit::Changed(Vec::new()),
+                        });
                         continue;
                     }
-                    let stored = build_events(
-                        previous.as_ref(),
-                        &a.status,
-                        record.sequence + 1,
-                        a.seen_at,
-                        || event_id(self.ids.next_at(crate::outbox::ms(a.seen_at))),
-                    );
-                    for event in &stored {
+                    let mut stored = a.events.clone();
+                    for event in &mut stored {
+                        event.id = event_id(self.ids.next_at(crate::outbox::ms(a.seen_at)));
                         let ek = event_key(&event.id).expect("our own id").to_be_bytes();
                         events.insert(&ek, webhook_body(event))?;
                         let seq = event.sequence().expect("room events have a sequence");
@@ -211,10 +228,7 @@ impl Store {
                     // The outbox commits with the events: nothing is lost between them.
                     let plan = self.outbox.plan(state, &stored, a.seen_at);
                     outbox.apply_batch(plan.batch())?;
-                    if !stored.is_empty() {
-                        record.last_changed_at = Some(a.seen_at);
-                    }
-                    record.snapshot = Some(a.status.clone());
+                    record.last_changed_at = Some(a.seen_at);
                     rooms.insert(key, encode(&record))?;
                     plans.push(plan);
                     outcomes.push(PollCommit::Changed(stored));
@@ -250,12 +264,51 @@ impl Store {
     }
 }
 
-/// One room's answer, on its way into [`Store::commit_polls`].
+/// One room's diffed answer, on its way into [`Store::commit_polls`]: the
+/// new snapshot, its events (numbered, ids given at commit), and the
+/// version they were diffed against.
 #[derive(Clone, Debug)]
 pub struct PollAnswer {
     pub room: RoomId,
     pub status: RoomStatus,
     pub seen_at: DateTime<Utc>,
+    pub base_version: u64,
+    /// Empty for a baseline.
+    pub events: Vec<Event>,
+}
+
+impl PollAnswer {
+    /// Diff `current` against `base` with the pure diff: None when nothing
+    /// is to be written (the same snapshot).
+    pub fn diffed(
+        room: &RoomId,
+        base: &Base,
+        current: &RoomStatus,
+        seen_at: DateTime<Utc>,
+        initial_events: bool,
+    ) -> Option<Self> {
+        if base.snapshot.as_ref() == Some(current) {
+            return None;
+        }
+        let events = if base.snapshot.is_none() && !initial_events {
+            Vec::new()
+        } else {
+            build_events(
+                base.snapshot.as_ref(),
+                current,
+                base.sequence + 1,
+                seen_at,
+                String::new,
+            )
+        };
+        Some(Self {
+            room: room.clone(),
+            status: current.clone(),
+            seen_at,
+            base_version: base.version,
+            events,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -351,5 +404,57 @@ mod tests {
             ]
         );
         assert!(events[0].data["previous"].is_null());
+    }
+
+    /// Two pollers diff the same base (a stale owner in a cluster, say):
+    /// the first commit wins, the second writes nothing, and `sequence`
+    /// stays contiguous with no change emitted twice.
+    #[test]
+    fn a_commit_against_a_moved_version_writes_nothing() {
+        let s = Store::temporary().unwrap();
+        let now = Utc::now();
+        s.watch(&room(), now).unwrap();
+        s.record_poll(&room(), &live(1), now, false).unwrap();
+        let base = s.base(&room()).unwrap().unwrap();
+        assert_eq!(base.version, 1, "the baseline was one write");
+        let first = PollAnswer::diffed(&room(), &base, &live(2), now, false).unwrap();
+        let second = PollAnswer::diffed(&room(), &base, &live(3), now, false).unwrap();
+        let outcomes = s.commit_polls(&[first, second]).unwrap();
+        assert!(matches!(&outcomes[0], PollCommit::Changed(e) if e.len() == 1));
+        assert_eq!(outcomes[1], PollCommit::Stale);
+        let record = s.room("math 101").unwrap().unwrap();
+        assert_eq!(record.snapshot, Some(live(2)));
+        assert_eq!((record.sequence, record.version), (1, 2));
+        let page = s
+            .list_events(&crate::store::EventFilter {
+                room: Some("math 101".into()),
+                kind: None,
+                after: None,
+                limit: 10,
+            })
+            .unwrap();
+        assert_eq!(page.events.len(), 1);
+        // Diffed afresh from the store, the answer commits as the next change.
+        let PollCommit::Changed(events) = s.record_poll(&room(), &live(3), now, false).unwrap()
+        else {
+            panic!("expected a change");
+        };
+        assert_eq!(events[0].sequence(), Some(2));
+    }
+
+    /// Unwatching moves the version: a poll diffed before it cannot write
+    /// its old snapshot back after a re-watch.
+    #[test]
+    fn a_rewatch_fences_a_poll_from_before_it() {
+        let s = Store::temporary().unwrap();
+        let now = Utc::now();
+        s.watch(&room(), now).unwrap();
+        s.record_poll(&room(), &live(1), now, false).unwrap();
+        let base = s.base(&room()).unwrap().unwrap();
+        let late = PollAnswer::diffed(&room(), &base, &live(2), now, false).unwrap();
+        s.unwatch(&room()).unwrap();
+        s.watch(&room(), now).unwrap();
+        assert_eq!(s.commit_polls(&[late]).unwrap(), vec![PollCommit::Stale]);
+        assert_eq!(s.room("math 101").unwrap().unwrap().snapshot, None);
     }
 }
