@@ -44,6 +44,20 @@ fn the_demo_prints_verified_events_and_stops_on_sigint() {
             .any(|l| l.contains("admin API") && l.contains("token")),
         "{header:?}"
     );
+    // The dashboard's one-time link comes first among the addresses, and it logs in.
+    let dashboard = header.iter().position(|l| l.contains("dashboard"));
+    let admin = header.iter().position(|l| l.contains("admin API"));
+    assert!(dashboard < admin && dashboard.is_some(), "{header:?}");
+    let link = header[dashboard.unwrap()]
+        .split_whitespace()
+        .find(|w| w.contains("/ui/login/"))
+        .expect("a login link")
+        .to_string();
+    let opened = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async { reqwest::get(&link).await.unwrap() });
+    assert_eq!(opened.status(), 200);
+    assert!(opened.headers().contains_key("set-cookie"));
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-INT", &pid])
