@@ -21,6 +21,7 @@
 //! - `poller`: per-room polling loops around `poll_once`, backoff and upstream limits
 //! - `delivery`: the webhook engine around the outbox: concurrency, HTTP, signing, retries
 //! - `ssrf`: refusing private webhook targets, at check time and at connect time
+//! - `cluster`: PostgreSQL cluster mode, in progress: schema, room leases with epoch fencing, the fenced commit
 //! - `retention`: background pruning of old events and finished deliveries
 //! - `metrics`: Prometheus counters, histograms and scrape-time gauges
 //! - `api`: the admin HTTP API (routes, bearer auth, the envelope, OpenAPI)
@@ -38,6 +39,7 @@
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod delivery;
