@@ -1,7 +1,9 @@
 //! Cluster mode on PostgreSQL, in progress (issue 13): the schema, room
-//! leases with epoch fencing, and the fenced poll commit. Not yet wired into
-//! the relay: `app` still runs on sled alone.
+//! leases with epoch fencing, the fenced poll commit, and delivery lanes
+//! claimed across instances. Not yet wired into the relay: `app` still runs
+//! on sled alone.
 
+pub mod lanes;
 pub mod lease;
 pub mod rooms;
 pub mod schema;

@@ -38,6 +38,41 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (room_id, sequence)
     );
     "#,
+    // 2: the outbox. A lane is one subscription's deliveries of one room,
+    // sent in sequence order; a lane row says when its head is due and who
+    // holds it in flight, until when (a dead holder's claim expires).
+    r#"
+    CREATE TABLE relay_subscriptions (
+        id       TEXT PRIMARY KEY,
+        view     JSONB NOT NULL,
+        secrets  JSONB NOT NULL,
+        enabled  BOOLEAN NOT NULL DEFAULT TRUE
+    );
+    CREATE TABLE relay_deliveries (
+        id               TEXT PRIMARY KEY,
+        subscription_id  TEXT NOT NULL REFERENCES relay_subscriptions (id) ON DELETE CASCADE,
+        event_id         TEXT NOT NULL,
+        room_id          TEXT NOT NULL,
+        sequence         BIGINT NOT NULL,
+        status           TEXT NOT NULL DEFAULT 'pending'
+                         CHECK (status IN ('pending', 'succeeded', 'failed')),
+        attempts         JSONB NOT NULL DEFAULT '[]',
+        created_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+        next_attempt_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+        UNIQUE (subscription_id, event_id)
+    );
+    CREATE INDEX relay_deliveries_lane ON relay_deliveries (subscription_id, room_id, sequence)
+        WHERE status = 'pending';
+    CREATE TABLE relay_lanes (
+        subscription_id  TEXT NOT NULL REFERENCES relay_subscriptions (id) ON DELETE CASCADE,
+        room_id          TEXT NOT NULL,
+        due_at           TIMESTAMPTZ,
+        claimed_by       TEXT,
+        claim_until      TIMESTAMPTZ,
+        PRIMARY KEY (subscription_id, room_id)
+    );
+    CREATE INDEX relay_lanes_due ON relay_lanes (due_at) WHERE due_at IS NOT NULL;
+    "#,
 ];
 
 /// The lock every relay takes to migrate: one at a time.

@@ -3,6 +3,7 @@
 //! Time passing is played by moving heartbeats and expiries into the past,
 //! so no verdict depends on the clock.
 
+use super::lanes;
 use super::lease::{Leases, Owned};
 use super::rooms::{self, CommitError, Fenced};
 use super::{connect, schema};
@@ -61,7 +62,7 @@ async fn relays_starting_together_migrate_once() {
     for r in runs {
         ran += r.await.unwrap();
     }
-    assert_eq!(ran, 1);
+    assert_eq!(ran, 2, "every migration ran once, across the three");
     let mut c = connect(&url).await.unwrap();
     assert_eq!(schema::migrate(&mut c).await.unwrap(), 0, "nothing left");
 }
@@ -223,4 +224,180 @@ async fn a_stale_owner_writes_nothing_and_sequence_stays_contiguous() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(seqs, vec![1, 2], "one event per change, contiguous");
+}
+
+async fn subscription(client: &Client, id: &str) {
+    client
+        .execute(
+            "INSERT INTO relay_subscriptions (id, view, secrets) VALUES ($1, '{}', '[]')",
+            &[&id],
+        )
+        .await
+        .unwrap();
+}
+
+/// Queue `(room, sequence)` deliveries to `sub` in one transaction.
+async fn queue(client: &mut Client, sub: &str, items: &[(&str, i64)]) {
+    let ids: Vec<(String, String)> = items
+        .iter()
+        .map(|(room, seq)| {
+            (
+                format!("dlv_{sub}_{room}_{seq}"),
+                format!("evt_{room}_{seq}"),
+            )
+        })
+        .collect();
+    let new: Vec<lanes::NewDelivery> = items
+        .iter()
+        .zip(&ids)
+        .map(|((room, seq), (id, event))| lanes::NewDelivery {
+            id,
+            subscription_id: sub,
+            event_id: event,
+            room_id: room,
+            sequence: *seq,
+        })
+        .collect();
+    let tx = client.transaction().await.unwrap();
+    lanes::enqueue(&tx, &new).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+fn heads(h: &[lanes::Head]) -> Vec<(String, i64)> {
+    let mut v: Vec<_> = h.iter().map(|h| (h.room_id.clone(), h.sequence)).collect();
+    v.sort();
+    v
+}
+
+const HOLD: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
+async fn each_lane_has_one_head_in_flight_across_instances_in_order() {
+    let (url, mut admin) = migrated().await;
+    subscription(&admin, "s1").await;
+    queue(
+        &mut admin,
+        "s1",
+        &[("r1", 1), ("r1", 2), ("r1", 3), ("r2", 1), ("r2", 2)],
+    )
+    .await;
+    let mut a = connect(&url).await.unwrap();
+    let mut b = connect(&url).await.unwrap();
+    let got = lanes::claim(&mut a, "a", HOLD, 10).await.unwrap();
+    assert_eq!(heads(&got), vec![("r1".into(), 1), ("r2".into(), 1)]);
+    assert!(
+        lanes::claim(&mut b, "b", HOLD, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "both lanes held"
+    );
+
+    let ok = serde_json::json!({"statusCode": 200});
+    let r1 = got.iter().find(|h| h.room_id == "r1").unwrap();
+    lanes::complete(&mut a, "a", r1, &lanes::Outcome::Succeeded, ok.clone())
+        .await
+        .unwrap();
+    let next = lanes::claim(&mut b, "b", HOLD, 10).await.unwrap();
+    assert_eq!(heads(&next), vec![("r1".into(), 2)]);
+    let refused = lanes::complete(
+        &mut a,
+        "a",
+        &next[0],
+        &lanes::Outcome::Succeeded,
+        ok.clone(),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(lanes::CompleteError::ClaimLost)),
+        "not a's to complete"
+    );
+
+    // A retry later keeps the lane on its head: #3 never overtakes #2.
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    lanes::complete(
+        &mut b,
+        "b",
+        &next[0],
+        &lanes::Outcome::RetryAt(later),
+        ok.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        lanes::claim(&mut a, "a", HOLD, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "r1 waits, r2 held"
+    );
+    admin
+        .batch_execute(
+            "UPDATE relay_lanes SET due_at = now() - interval '1 second' WHERE room_id = 'r1'",
+        )
+        .await
+        .unwrap();
+    let again = lanes::claim(&mut a, "a", HOLD, 10).await.unwrap();
+    assert_eq!(heads(&again), vec![("r1".into(), 2)]);
+    let attempts: serde_json::Value = admin
+        .query_one(
+            "SELECT attempts FROM relay_deliveries WHERE room_id = 'r1' AND sequence = 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
+async fn a_dead_holders_claim_expires_and_queuing_wakes_listeners() {
+    let (url, mut admin) = migrated().await;
+    subscription(&admin, "s1").await;
+    let (_listener, mut woken) = lanes::listen(&url).await.unwrap();
+    queue(&mut admin, "s1", &[("r1", 1)]).await;
+    tokio::time::timeout(Duration::from_secs(15), woken.recv())
+        .await
+        .expect("a notification within the deadline")
+        .expect("the listener is alive");
+
+    let mut a = connect(&url).await.unwrap();
+    let mut b = connect(&url).await.unwrap();
+    let held = lanes::claim(&mut a, "a", HOLD, 10).await.unwrap();
+    assert_eq!(held.len(), 1);
+    // a dies holding it: its claim runs out, and b sends the head again.
+    admin
+        .batch_execute("UPDATE relay_lanes SET claim_until = now() - interval '1 second'")
+        .await
+        .unwrap();
+    let taken = lanes::claim(&mut b, "b", HOLD, 10).await.unwrap();
+    assert_eq!(taken, held, "the same head, again: at least once");
+    let late = lanes::complete(
+        &mut a,
+        "a",
+        &held[0],
+        &lanes::Outcome::Failed,
+        serde_json::json!({}),
+    )
+    .await;
+    assert!(matches!(late, Err(lanes::CompleteError::ClaimLost)));
+    lanes::complete(
+        &mut b,
+        "b",
+        &taken[0],
+        &lanes::Outcome::Succeeded,
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    let lane: (Option<chrono::DateTime<chrono::Utc>>, Option<String>) = {
+        let r = admin
+            .query_one("SELECT due_at, claimed_by FROM relay_lanes", &[])
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(lane, (None, None), "an empty lane rests");
 }
