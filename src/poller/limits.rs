@@ -4,6 +4,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
+use super::schedule::{on_tick, WAKE_TICK};
 use tokio::time::Instant;
 
 /// Spaces requests at least `1/rps` apart (no bursts), so no window of one
@@ -15,8 +16,9 @@ pub struct RateLimiter {
     spent: Mutex<Spent>,
 }
 
-/// How far behind its slots the limiter may run and still catch up.
-const CATCH_UP: Duration = Duration::from_millis(10);
+/// How far behind its slots the limiter may run and still catch up: a
+/// shared wake-up tick, and the timer's lateness beyond it.
+const CATCH_UP: Duration = WAKE_TICK.saturating_add(Duration::from_millis(10));
 
 /// Slots handed out, per second since the limiter started.
 #[derive(Default)]
@@ -54,7 +56,10 @@ impl RateLimiter {
         // the rate near 1,000/s. Slots still advance by `spacing`, so no
         // second holds more than its share.
         if slot > Instant::now() + Duration::from_millis(1) {
-            tokio::time::sleep_until(slot).await;
+            // Woken on the shared tick, with every slot due before it: the
+            // sends of one tick go together. A whole second is a whole
+            // number of ticks, so no second holds more than its share.
+            tokio::time::sleep_until(on_tick(slot, self.origin, WAKE_TICK)).await;
         }
         self.count(Instant::now());
     }

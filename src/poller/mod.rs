@@ -63,6 +63,8 @@ pub struct Poller {
 }
 
 struct Inner {
+    /// Where the shared wake-up ticks are counted from.
+    origin: Instant,
     client: UpstreamClient,
     store: Store,
     committer: commit::Committer,
@@ -117,6 +119,7 @@ impl Poller {
         metrics.poll_budget.set(settings.budget as i64);
         Self {
             inner: Arc::new(Inner {
+                origin: Instant::now(),
                 client,
                 committer: commit::Committer::start(store.clone()),
                 store,
@@ -305,7 +308,8 @@ impl Poller {
         let url = self.inner.client.status_url(&room);
         let mut due = Instant::now() + first;
         loop {
-            tokio::time::sleep_until(due).await;
+            let wake = schedule::on_tick(due, self.inner.origin, schedule::WAKE_TICK);
+            tokio::time::sleep_until(wake).await;
             if self.inner.auth.get() == Auth::Rejected {
                 // One probe for everyone: the other rooms wait for its verdict.
                 self.inner.auth.wait_not_rejected().await;
