@@ -90,6 +90,22 @@ pub struct RoomStatus {
 }
 
 impl RoomStatus {
+    /// A live class with its teacher and `participants` (for tests).
+    #[cfg(test)]
+    pub fn live_for_tests(room: &str, participants: u64) -> Self {
+        Self {
+            exists: true,
+            is_active: true,
+            room_id: room.into(),
+            title: Some("Calculus".into()),
+            participant_count: Some(participants),
+            has_teacher: Some(true),
+            is_recording: Some(false),
+            created_at: Some("2024-01-15T09:00:00.000Z".into()),
+            started_at: Some("2024-01-15T09:02:30.000Z".into()),
+        }
+    }
+
     /// The upstream's "Room not found" answer for `room`.
     pub fn not_found(room: &str) -> Self {
         Self {

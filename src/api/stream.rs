@@ -215,17 +215,7 @@ mod tests {
     use futures_util::StreamExt;
 
     fn status(n: u64) -> RoomStatus {
-        RoomStatus {
-            exists: true,
-            is_active: true,
-            room_id: "r".into(),
-            title: Some("t".into()),
-            participant_count: Some(n),
-            has_teacher: Some(false),
-            is_recording: Some(false),
-            created_at: None,
-            started_at: None,
-        }
+        RoomStatus::live_for_tests("r", n)
     }
 
     #[tokio::test(start_paused = true)]

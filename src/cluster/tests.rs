@@ -131,17 +131,7 @@ async fn rooms_spread_evenly_fail_over_and_come_back_on_a_clean_stop() {
 }
 
 fn status(n: u64) -> RoomStatus {
-    RoomStatus {
-        exists: true,
-        is_active: true,
-        room_id: "r1".into(),
-        title: Some("Calculus".into()),
-        participant_count: Some(n),
-        has_teacher: Some(true),
-        is_recording: Some(false),
-        created_at: None,
-        started_at: None,
-    }
+    RoomStatus::live_for_tests("r1", n)
 }
 
 /// Diff against `base` and give the events ids, as a poller would.

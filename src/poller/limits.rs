@@ -1,10 +1,10 @@
 //! What every room's poll shares: the requests-per-second cap, the pause a
 //! 429 imposes, and whether the upstream accepts our org id.
 
+use super::schedule::{on_tick, WAKE_TICK};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
-use super::schedule::{on_tick, WAKE_TICK};
 use tokio::time::Instant;
 
 /// Spaces requests at least `1/rps` apart (no bursts), so no window of one

@@ -320,17 +320,7 @@ mod tests {
     }
 
     fn live(n: u64) -> RoomStatus {
-        RoomStatus {
-            exists: true,
-            is_active: true,
-            room_id: "math 101".into(),
-            title: Some("Calculus".into()),
-            participant_count: Some(n),
-            has_teacher: Some(true),
-            is_recording: Some(false),
-            created_at: Some("2024-01-15T09:00:00.000Z".into()),
-            started_at: Some("2024-01-15T09:02:30.000Z".into()),
-        }
+        RoomStatus::live_for_tests("math 101", n)
     }
 
     #[test]
