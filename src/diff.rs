@@ -141,15 +141,28 @@ pub fn build_events(
     current: &RoomStatus,
     next_sequence: u64,
     seen_at: DateTime<Utc>,
-    mut new_id: impl FnMut() -> String,
+    new_id: impl FnMut() -> String,
 ) -> Vec<Event> {
     let changes = diff(previous, current);
+    events_from(&changes, previous, current, next_sequence, seen_at, new_id)
+}
+
+/// The stored events of a diff already made: each with its sequence, its
+/// id, and the snapshots and changed fields its body describes.
+pub fn events_from(
+    changes: &[RoomChange],
+    previous: Option<&RoomStatus>,
+    current: &RoomStatus,
+    next_sequence: u64,
+    seen_at: DateTime<Utc>,
+    mut new_id: impl FnMut() -> String,
+) -> Vec<Event> {
     if changes.is_empty() {
         return Vec::new();
     }
     let fields = changed_fields(previous, current);
     changes
-        .into_iter()
+        .iter()
         .zip(next_sequence..)
         .map(|(change, sequence)| {
             let data = RoomEventData {

@@ -134,24 +134,26 @@ fn status(n: u64) -> RoomStatus {
     RoomStatus::live_for_tests("r1", n)
 }
 
-/// Diff against `base` and give the events ids, as a poller would.
-fn answer(base: &crate::store::Base, n: u64) -> PollAnswer {
+/// Diff against `base` and build the events with ids, as a commit would.
+fn answer(base: &crate::store::Base, n: u64) -> (PollAnswer, Vec<crate::event::Event>) {
     let room = RoomId::parse("r1").unwrap();
-    let mut a = PollAnswer::diffed(&room, base, &status(n), chrono::Utc::now(), false).unwrap();
-    for e in &mut a.events {
-        e.id = crate::ids::event_id(ulid::Ulid::new().into());
-    }
-    a
+    let a = PollAnswer::diffed(&room, base, &status(n), chrono::Utc::now(), false).unwrap();
+    let events = a.events(|| crate::ids::event_id(ulid::Ulid::new().into()));
+    (a, events)
 }
 
-fn fenced<'a>(a: &'a PollAnswer, owner: &'a str, epoch: i64) -> Fenced<'a> {
+fn fenced<'a>(
+    (a, events): &'a (PollAnswer, Vec<crate::event::Event>),
+    owner: &'a str,
+    epoch: i64,
+) -> Fenced<'a> {
     Fenced {
         owner,
         epoch,
         room: &a.room,
         base_version: a.base_version,
         status: &a.status,
-        events: &a.events,
+        events,
     }
 }
 
@@ -174,7 +176,7 @@ async fn a_stale_owner_writes_nothing_and_sequence_stays_contiguous() {
         .unwrap();
     let base = rooms::base(&admin, &room).await.unwrap().unwrap();
     let a = answer(&base, 2);
-    assert_eq!(a.events.len(), 1);
+    assert_eq!(a.1.len(), 1);
     rooms::commit(&mut c_old, &fenced(&a, "old", epoch_old))
         .await
         .unwrap();

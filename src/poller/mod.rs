@@ -30,7 +30,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, instrument, warn};
 
-/// A room's last stored answer, parsed and as it came.
 /// What the poller holds of a room: the stored state it diffs against
 /// (with the version its commit must find), and the body its snapshot was
 /// parsed from (empty before the baseline).

@@ -4,7 +4,7 @@
 use super::keys::room_seq_key;
 use super::{Result, Store, StoreError};
 use crate::db::{decode, encode};
-use crate::diff::build_events;
+use crate::diff::{diff, events_from};
 use crate::event::{webhook_body, Event};
 use crate::ids::{event_id, event_key};
 use crate::room::{RoomId, RoomStatus};
@@ -207,7 +207,7 @@ impl Store {
                     }
                     record.version += 1;
                     let had_snapshot = record.snapshot.replace(a.status.clone()).is_some();
-                    if a.events.is_empty() {
+                    if a.changes.is_empty() {
                         // A first answer, or a change no event is about.
                         rooms.insert(key, encode(&record))?;
                         outcomes.push(match had_snapshot {
@@ -216,9 +216,9 @@ impl Store {
                         });
                         continue;
                     }
-                    let mut stored = a.events.clone();
-                    for event in &mut stored {
-                        event.id = event_id(self.ids.next_at(crate::outbox::ms(a.seen_at)));
+                    let stored =
+                        a.events(|| event_id(self.ids.next_at(crate::outbox::ms(a.seen_at))));
+                    for event in &stored {
                         let ek = event_key(&event.id).expect("our own id").to_be_bytes();
                         events.insert(&ek, webhook_body(event))?;
                         let seq = event.sequence().expect("room events have a sequence");
@@ -265,16 +265,21 @@ impl Store {
 }
 
 /// One room's diffed answer, on its way into [`Store::commit_polls`]: the
-/// new snapshot, its events (numbered, ids given at commit), and the
-/// version they were diffed against.
+/// new snapshot, what changed (the pure diff), and the version it was
+/// diffed against. Its events' bodies are built at commit, so a queue of
+/// answers waiting for the committer holds a few bytes each, not bodies.
 #[derive(Clone, Debug)]
 pub struct PollAnswer {
     pub room: RoomId,
     pub status: RoomStatus,
     pub seen_at: DateTime<Utc>,
     pub base_version: u64,
-    /// Empty for a baseline.
-    pub events: Vec<Event>,
+    /// The snapshot diffed against (None before the baseline).
+    pub previous: Option<RoomStatus>,
+    /// The sequence of the first event.
+    pub first_sequence: u64,
+    /// Empty for a baseline, or a change no event is about.
+    pub changes: Vec<crate::event::RoomChange>,
 }
 
 impl PollAnswer {
@@ -290,24 +295,32 @@ impl PollAnswer {
         if base.snapshot.as_ref() == Some(current) {
             return None;
         }
-        let events = if base.snapshot.is_none() && !initial_events {
+        let changes = if base.snapshot.is_none() && !initial_events {
             Vec::new()
         } else {
-            build_events(
-                base.snapshot.as_ref(),
-                current,
-                base.sequence + 1,
-                seen_at,
-                String::new,
-            )
+            diff(base.snapshot.as_ref(), current)
         };
         Some(Self {
             room: room.clone(),
             status: current.clone(),
             seen_at,
             base_version: base.version,
-            events,
+            previous: base.snapshot.clone(),
+            first_sequence: base.sequence + 1,
+            changes,
         })
+    }
+
+    /// The stored events of this answer, with ids from `new_id`.
+    pub fn events(&self, new_id: impl FnMut() -> String) -> Vec<Event> {
+        events_from(
+            &self.changes,
+            self.previous.as_ref(),
+            &self.status,
+            self.first_sequence,
+            self.seen_at,
+            new_id,
+        )
     }
 }
 
