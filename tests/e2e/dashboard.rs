@@ -497,14 +497,26 @@ async fn stats_status_filters_and_a_stream_from_now() {
     assert_eq!(status, 404);
 
     // `after=latest` skips the two stored events and sends the next one.
+    // Lists are gzipped when asked; a stream never is, so it stays live.
+    let listed = app
+        .http
+        .get(format!("{}/v1/events", app.base))
+        .bearer_auth(TOKEN)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.headers()["content-encoding"], "gzip");
     let mut stream = app
         .http
         .get(format!("{}/v1/events/stream?after=latest", app.base))
         .bearer_auth(TOKEN)
+        .header("accept-encoding", "gzip")
         .send()
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
+    assert!(!stream.headers().contains_key("content-encoding"));
     let recording = verriflo_relay::room::RoomStatus {
         is_recording: Some(true),
         ..taught(room)
