@@ -15,17 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 const ROOMS: [&str; 2] = ["r1", "r/2 ü"];
 
 fn status(room: &str, n: u64) -> RoomStatus {
-    RoomStatus {
-        exists: true,
-        is_active: true,
-        room_id: room.into(),
-        title: Some("t".into()),
-        participant_count: Some(n),
-        has_teacher: Some(false),
-        is_recording: Some(false),
-        created_at: Some("2024-01-15T09:00:00.000Z".into()),
-        started_at: Some("2024-01-15T09:02:30.000Z".into()),
-    }
+    RoomStatus::live_for_tests(room, n)
 }
 
 fn sub(id: &str, now: DateTime<Utc>) -> Subscription {
