@@ -53,12 +53,13 @@ fn round_up(
     origin + Duration::from_nanos((since.div_ceil(t) * t) as u64)
 }
 
-async fn reqwest_tasks(url: String, rate: u64, secs: u64) -> (u64, Duration) {
+async fn reqwest_tasks(url: String, rate: u64, secs: u64, h2: bool) -> (u64, Duration) {
     // One task per "room", each polling once a second, as the poller does.
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(5));
+    if h2 {
+        builder = builder.http2_prior_knowledge();
+    }
+    let client = builder.build().unwrap();
     let done = Arc::new(AtomicU64::new(0));
     let stop = Instant::now() + Duration::from_secs(secs);
     let start_cpu = cpu();
@@ -149,6 +150,50 @@ async fn hyper_tasks(url: String, rate: u64, secs: u64, conns: u64) -> (u64, Dur
     (done.load(Ordering::Relaxed), cpu() - start_cpu)
 }
 
+/// One HTTP/2 connection, driven in one task: each tick's requests go out
+/// together as streams, so they share writes and reads.
+async fn hyper_h2(url: String, rate: u64, secs: u64) -> (u64, Duration) {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let uri: hyper::Uri = url.parse().unwrap();
+    let authority = uri.authority().unwrap().clone();
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let start_cpu = cpu();
+    let stream = TcpStream::connect(authority.as_str()).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let tick = batch().max(Duration::from_millis(1));
+    let per_tick = (rate as u128 * tick.as_nanos() / 1_000_000_000) as usize;
+    let mut done = 0u64;
+    let mut at = tokio::time::Instant::now();
+    while Instant::now() < stop {
+        at += tick;
+        tokio::time::sleep_until(at).await;
+        let mut batch: FuturesUnordered<_> = (0..per_tick)
+            .map(|_| {
+                let mut sender = sender.clone();
+                let req = Request::get(uri.clone())
+                    .header("vf-org-id", "bench")
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                async move {
+                    let res = sender.send_request(req).await.ok()?;
+                    res.into_body().collect().await.ok()
+                }
+            })
+            .collect();
+        while let Some(r) = batch.next().await {
+            done += r.is_some() as u64;
+        }
+    }
+    (done, cpu() - start_cpu)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -159,12 +204,24 @@ async fn main() {
     let (n, c) = if std::env::var("SKIP_REQWEST").is_ok() {
         (1, Duration::ZERO)
     } else {
-        reqwest_tasks(url.clone(), rate, secs).await
+        reqwest_tasks(url.clone(), rate, secs, false).await
     };
     println!(
         "reqwest, {rate} tasks at 1/s: {n} requests, {:.1} µs client CPU each",
         c.as_secs_f64() * 1e6 / n.max(1) as f64
     );
+    if let Ok(h2) = std::env::var("H2_URL") {
+        let (n, c) = hyper_h2(h2.clone(), rate, secs).await;
+        println!(
+            "hyper HTTP/2, one connection, a tick's requests at once: {n} requests, {:.1} µs client CPU each",
+            c.as_secs_f64() * 1e6 / n.max(1) as f64
+        );
+        let (n, c) = reqwest_tasks(h2, rate, secs, true).await;
+        println!(
+            "reqwest over HTTP/2 (prior knowledge), {rate} tasks at 1/s: {n} requests, {:.1} µs client CPU each",
+            c.as_secs_f64() * 1e6 / n.max(1) as f64
+        );
+    }
     let (n, c) = hyper_tasks(url, rate, secs, conns).await;
     println!(
         "hyper conn-level, {conns} connections, driven in-task: {n} requests, {:.1} µs client CPU each",

@@ -1,12 +1,14 @@
 //! The client of Verriflo's Room Status endpoint: one request, one typed outcome.
 
+mod direct;
+
 use crate::room::{RoomId, RoomStatus};
 use crate::secret::OrgId;
 use std::time::Duration;
 use url::Url;
 
 /// The largest answer read; the documented one is a few hundred bytes.
-const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// Why a poll did not yield a room state. None of these is ever a state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,29 +44,64 @@ impl PollError {
     }
 }
 
+const USER_AGENT: &str = concat!("verriflo-relay/", env!("CARGO_PKG_VERSION"));
+
 #[derive(Clone)]
 pub struct UpstreamClient {
-    http: reqwest::Client,
+    transport: std::sync::Arc<Transport>,
     base: Url,
-    /// The `VF-ORG-ID` header, built once (marked sensitive: never logged).
-    org: http::HeaderValue,
+    /// Every request's headers, built once; `VF-ORG-ID` is marked sensitive
+    /// (never logged).
+    headers: http::HeaderMap,
+    timeout: Duration,
+}
+
+/// How a request reaches the upstream: straight, on our own connections,
+/// or through reqwest when a proxy is configured (reqwest reads the
+/// `*_PROXY` variables and `NO_PROXY`, and tunnels TLS through `CONNECT`).
+enum Transport {
+    Direct(direct::Pool),
+    Proxied(reqwest::Client),
 }
 
 impl UpstreamClient {
     pub fn new(base: Url, org: OrgId, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .user_agent(concat!("verriflo-relay/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the HTTP client builds with static settings");
+        let transport = if proxy_configured(|k| std::env::var(k).ok()) {
+            let http = reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(256)
+                .user_agent(USER_AGENT)
+                .build()
+                .expect("the HTTP client builds with static settings");
+            Transport::Proxied(http)
+        } else {
+            Transport::Direct(direct::Pool::new(timeout))
+        };
         let mut org = http::HeaderValue::from_str(org.expose())
             .expect("the org id was checked to be a header value");
         org.set_sensitive(true);
-        Self { http, base, org }
+        let mut headers = http::HeaderMap::new();
+        if let Some(host) = host_header(&base) {
+            headers.insert(http::header::HOST, host);
+        }
+        headers.insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(USER_AGENT),
+        );
+        headers.insert("vf-org-id", org);
+        headers.insert(
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("application/json"),
+        );
+        Self {
+            transport: std::sync::Arc::new(transport),
+            base,
+            headers,
+            timeout,
+        }
     }
 
     /// `{base}/v1/room/{roomId}/status`, the room id percent-encoded as one segment.
@@ -82,31 +119,82 @@ impl UpstreamClient {
     /// The body of a 200 answer, unparsed: a poller that holds the last
     /// body it parsed settles an unchanged answer with one comparison.
     pub async fn fetch_body(&self, url: &Url) -> Result<Vec<u8>, PollError> {
-        let response = self
-            .http
+        let answer = match self.transport.as_ref() {
+            Transport::Direct(pool) => {
+                let uri: http::Uri = url
+                    .as_str()
+                    .parse()
+                    .map_err(|e: http::uri::InvalidUri| PollError::Connect(e.to_string()))?;
+                tokio::time::timeout(self.timeout, pool.get(&uri, &self.headers))
+                    .await
+                    .map_err(|_| PollError::Timeout)??
+            }
+            Transport::Proxied(http) => self.fetch_proxied(http, url).await?,
+        };
+        match answer.status {
+            200 => Ok(answer.body),
+            400 => Err(PollError::BadRequest),
+            401 => Err(PollError::Unauthorized),
+            429 => Err(PollError::RateLimited {
+                retry_after: crate::retry_after::parse(&answer.headers),
+            }),
+            status => Err(PollError::Status(status)),
+        }
+    }
+
+    async fn fetch_proxied(
+        &self,
+        http: &reqwest::Client,
+        url: &Url,
+    ) -> Result<direct::Answer, PollError> {
+        let mut headers = self.headers.clone();
+        // reqwest writes the proxy's or the origin's Host itself.
+        headers.remove(http::header::HOST);
+        let response = http
             .get(url.clone())
-            .header("VF-ORG-ID", self.org.clone())
-            .header(
-                http::header::ACCEPT,
-                http::HeaderValue::from_static("application/json"),
-            )
+            .headers(headers)
             .send()
             .await
             .map_err(transport_error)?;
         let status = response.status().as_u16();
-        match status {
-            200 => {}
-            400 => return Err(PollError::BadRequest),
-            401 => return Err(PollError::Unauthorized),
-            429 => {
-                return Err(PollError::RateLimited {
-                    retry_after: crate::retry_after::parse(response.headers()),
-                })
-            }
-            _ => return Err(PollError::Status(status)),
-        }
-        read_limited(response).await
+        let headers = response.headers().clone();
+        let body = if status == 200 {
+            read_limited(response).await?
+        } else {
+            Vec::new()
+        };
+        Ok(direct::Answer {
+            status,
+            headers,
+            body,
+        })
     }
+}
+
+/// Whether a `*_PROXY` variable is set: then reqwest carries the polls, as
+/// the README promises for enterprise egress.
+fn proxy_configured(var: impl Fn(&str) -> Option<String>) -> bool {
+    [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .any(|k| var(k).is_some_and(|v| !v.trim().is_empty()))
+}
+
+/// `host[:port]` as HTTP/1.1's Host header wants it (the port only when
+/// it is not the scheme's default).
+fn host_header(base: &Url) -> Option<http::HeaderValue> {
+    let host = base.host_str()?;
+    let value = match base.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    http::HeaderValue::from_str(&value).ok()
 }
 
 pub fn status_url(base: &Url, room: &RoomId) -> Url {
@@ -169,6 +257,29 @@ mod tests {
 
     fn room(s: &str) -> RoomId {
         RoomId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_proxy_variable_hands_polls_to_reqwest() {
+        let env = |set: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                set.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(!proxy_configured(env(&[])));
+        assert!(!proxy_configured(env(&[("HTTPS_PROXY", " ")])));
+        assert!(proxy_configured(env(&[("https_proxy", "http://p:3128")])));
+        assert!(proxy_configured(env(&[("ALL_PROXY", "socks5://p")])));
+    }
+
+    #[test]
+    fn the_host_header_names_a_port_only_when_it_is_not_the_default() {
+        let h = |u: &str| host_header(&Url::parse(u).unwrap()).unwrap();
+        assert_eq!(h("https://api.verriflo.com/"), "api.verriflo.com");
+        assert_eq!(h("http://127.0.0.1:8080/x"), "127.0.0.1:8080");
+        assert_eq!(h("http://[::1]:81"), "[::1]:81");
     }
 
     #[test]
