@@ -49,14 +49,26 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// Trusting Mozilla's roots, as reqwest does.
     pub fn new(connect_timeout: Duration) -> Self {
+        use hyper_rustls::ConfigBuilderExt;
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports rustls' default protocol versions")
+        .with_webpki_roots()
+        .with_no_client_auth();
+        Self::with_tls(tls, connect_timeout)
+    }
+
+    fn with_tls(tls: rustls::ClientConfig, connect_timeout: Duration) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .expect("ring supports rustls' default protocol versions")
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -264,6 +276,73 @@ mod tests {
             got.err()
         );
         assert!(pool.idle.lock().unwrap().is_empty());
+    }
+
+    /// A TLS server for `localhost` with a certificate of its own making,
+    /// answering every connection once; and that certificate.
+    async fn tls_server() -> (u16, rustls::pki_types::CertificateDer<'static>) {
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert = key.cert.der().clone();
+        let private =
+            rustls::pki_types::PrivateKeyDer::try_from(key.key_pair.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], private)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(socket).await else {
+                        return;
+                    };
+                    let mut buf = vec![0u8; 4096];
+                    let _ = tls.read(&mut buf).await;
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecure";
+                    let _ = tls.write_all(answer).await;
+                    let _ = tls.flush().await;
+                });
+            }
+        });
+        (port, cert)
+    }
+
+    #[tokio::test]
+    async fn https_is_spoken_with_tls_and_checked_against_the_trusted_roots() {
+        let (port, cert) = tls_server().await;
+        let uri: http::Uri = format!("https://localhost:{port}/v1/room/r/status")
+            .parse()
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let trusting = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let pool = Pool::with_tls(trusting, Duration::from_secs(5));
+        let answer = pool.get(&uri, &http::HeaderMap::new()).await.unwrap();
+        assert_eq!(
+            (answer.status, answer.body.as_slice()),
+            (200, &b"secure"[..])
+        );
+        // Mozilla's roots do not know this certificate: refused, never read.
+        let got = Pool::new(Duration::from_secs(5))
+            .get(&uri, &http::HeaderMap::new())
+            .await;
+        match got {
+            Err(PollError::Connect(e)) => assert!(e.contains("certificate"), "{e}"),
+            other => panic!("an untrusted certificate was accepted: {:?}", other.err()),
+        }
     }
 
     #[tokio::test]
