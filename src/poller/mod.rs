@@ -401,27 +401,31 @@ impl Poller {
         let outcome = match result {
             // The very bytes last parsed and stored: nothing changed.
             Ok(None) => PollOutcome::Unchanged,
-            Ok(Some((status, body))) => match self.commit(room, status, body, now).await {
-                Ok(PollCommit::Unchanged) => PollOutcome::Unchanged,
-                Ok(PollCommit::Baseline) => PollOutcome::Baseline,
-                Ok(PollCommit::NotWatched) => PollOutcome::NotWatched,
-                Ok(PollCommit::Stale) => PollOutcome::Stale,
-                Ok(PollCommit::Changed(events)) => {
-                    for e in &events {
-                        info!(room = %room, event_id = %e.id, kind = %e.kind, sequence = e.sequence(), "event");
-                        let kind = Kind {
-                            r#type: e.kind.as_str(),
-                        };
-                        self.inner.metrics.events.get_or_create(&kind).inc();
+            // Boxed, as the fetch is: a changed answer is rare, and its
+            // commit's state would otherwise sit in every room's task.
+            Ok(Some((status, body))) => {
+                match Box::pin(self.commit(room, status, body, now)).await {
+                    Ok(PollCommit::Unchanged) => PollOutcome::Unchanged,
+                    Ok(PollCommit::Baseline) => PollOutcome::Baseline,
+                    Ok(PollCommit::NotWatched) => PollOutcome::NotWatched,
+                    Ok(PollCommit::Stale) => PollOutcome::Stale,
+                    Ok(PollCommit::Changed(events)) => {
+                        for e in &events {
+                            info!(room = %room, event_id = %e.id, kind = %e.kind, sequence = e.sequence(), "event");
+                            let kind = Kind {
+                                r#type: e.kind.as_str(),
+                            };
+                            self.inner.metrics.events.get_or_create(&kind).inc();
+                        }
+                        self.inner.events_stored.notify_one();
+                        PollOutcome::Changed(events.len())
                     }
-                    self.inner.events_stored.notify_one();
-                    PollOutcome::Changed(events.len())
+                    Err(e) => {
+                        warn!(error = %e, "could not store the poll");
+                        PollOutcome::StoreFailed
+                    }
                 }
-                Err(e) => {
-                    warn!(error = %e, "could not store the poll");
-                    PollOutcome::StoreFailed
-                }
-            },
+            }
             Err(e) => {
                 match &e {
                     // Logged on the transition only: once, not once per room.

@@ -125,11 +125,13 @@ impl UpstreamClient {
                     .as_str()
                     .parse()
                     .map_err(|e: http::uri::InvalidUri| PollError::Connect(e.to_string()))?;
-                tokio::time::timeout(self.timeout, pool.get(&uri, &self.headers))
+                // Boxed: the exchange's future is about 6 KiB, and a
+                // room's task would otherwise carry it while it sleeps.
+                tokio::time::timeout(self.timeout, Box::pin(pool.get(&uri, &self.headers)))
                     .await
                     .map_err(|_| PollError::Timeout)??
             }
-            Transport::Proxied(http) => self.fetch_proxied(http, url).await?,
+            Transport::Proxied(http) => Box::pin(self.fetch_proxied(http, url)).await?,
         };
         match answer.status {
             200 => Ok(answer.body),
