@@ -17,7 +17,7 @@ pub use state::{Health, PollOutcome, RoomRuntime};
 use crate::metrics::{Kind, Metrics};
 use crate::room::RoomId;
 use crate::store::{Base, PollAnswer, PollCommit, Store};
-use crate::upstream::{PollError, UpstreamClient};
+use crate::upstream::{PollError, StatusTarget, UpstreamClient};
 use chrono::{DateTime, Utc};
 use limits::{Pause, RateLimiter};
 use std::collections::HashMap;
@@ -304,7 +304,7 @@ impl Poller {
     /// backing off while it fails.
     async fn room_loop(&self, room: RoomId, first: Duration) {
         let s = &self.inner.settings;
-        let url = self.inner.client.status_url(&room);
+        let target = self.inner.client.status_target(&room);
         let mut due = Instant::now() + first;
         loop {
             let wake = schedule::on_tick(due, self.inner.origin, schedule::WAKE_TICK);
@@ -315,7 +315,7 @@ impl Poller {
             }
             self.inner.pause.wait().await;
             self.inner.limiter.acquire().await;
-            let outcome = self.poll_at(&room, &url).await;
+            let outcome = self.poll_at(&room, &target).await;
             let failures = self.failures(room.as_str());
             let error = match &outcome {
                 PollOutcome::Failed(e) => Some(e),
@@ -373,19 +373,19 @@ impl Poller {
 
     /// Poll one room once: fetch, diff against the snapshot, store.
     pub async fn poll_once(&self, room: &RoomId) -> PollOutcome {
-        let url = self.inner.client.status_url(room);
-        self.poll_at(room, &url).await
+        let target = self.inner.client.status_target(room);
+        self.poll_at(room, &target).await
     }
 
     /// [`Self::poll_once`] at the room's status URL, built by the caller.
     /// The span is at debug level: at info it would cost every poll.
-    #[instrument(level = "debug", skip(self, url), fields(room = %room))]
-    async fn poll_at(&self, room: &RoomId, url: &url::Url) -> PollOutcome {
+    #[instrument(level = "debug", skip(self, target), fields(room = %room))]
+    async fn poll_at(&self, room: &RoomId, target: &StatusTarget) -> PollOutcome {
         let started = std::time::Instant::now();
         let result = {
             // The cap is on requests in flight: the commit below does not hold it.
             let _permit = self.inner.in_flight.acquire().await.expect("never closed");
-            self.inner.client.fetch_body(url).await
+            self.inner.client.fetch_body(target).await
         };
         let took = started.elapsed();
         let now = Utc::now();

@@ -56,6 +56,12 @@ pub struct UpstreamClient {
     timeout: Duration,
 }
 
+/// `{base}/v1/room/{roomId}/status`, as reqwest and as hyper take it.
+pub struct StatusTarget {
+    url: Url,
+    uri: Result<http::Uri, String>,
+}
+
 /// How a request reaches the upstream: straight, on our own connections,
 /// or through reqwest when a proxy is configured (reqwest reads the
 /// `*_PROXY` variables and `NO_PROXY`, and tunnels TLS through `CONNECT`).
@@ -104,34 +110,33 @@ impl UpstreamClient {
         }
     }
 
-    /// `{base}/v1/room/{roomId}/status`, the room id percent-encoded as one segment.
-    pub fn status_url(&self, room: &RoomId) -> Url {
-        status_url(&self.base, room)
-    }
-
-    /// Ask for a room's status at its `url` (from [`Self::status_url`],
-    /// built once per room by the poller).
-    pub async fn fetch(&self, room: &RoomId, url: &Url) -> Result<RoomStatus, PollError> {
-        let body = self.fetch_body(url).await?;
-        parse_body(room, &body)
+    /// A room's status endpoint, built once per room by the poller.
+    pub fn status_target(&self, room: &RoomId) -> StatusTarget {
+        let url = status_url(&self.base, room);
+        // A `url::Url` is always a valid URI; kept as an error, not a panic.
+        let uri = url
+            .as_str()
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| e.to_string());
+        StatusTarget { url, uri }
     }
 
     /// The body of a 200 answer, unparsed: a poller that holds the last
     /// body it parsed settles an unchanged answer with one comparison.
-    pub async fn fetch_body(&self, url: &Url) -> Result<Vec<u8>, PollError> {
+    pub async fn fetch_body(&self, target: &StatusTarget) -> Result<Vec<u8>, PollError> {
         let answer = match self.transport.as_ref() {
             Transport::Direct(pool) => {
-                let uri: http::Uri = url
-                    .as_str()
-                    .parse()
-                    .map_err(|e: http::uri::InvalidUri| PollError::Connect(e.to_string()))?;
+                let uri = target
+                    .uri
+                    .as_ref()
+                    .map_err(|e| PollError::Connect(e.clone()))?;
                 // Boxed: the exchange's future is about 6 KiB, and a
                 // room's task would otherwise carry it while it sleeps.
-                tokio::time::timeout(self.timeout, Box::pin(pool.get(&uri, &self.headers)))
+                tokio::time::timeout(self.timeout, Box::pin(pool.get(uri, &self.headers)))
                     .await
                     .map_err(|_| PollError::Timeout)??
             }
-            Transport::Proxied(http) => Box::pin(self.fetch_proxied(http, url)).await?,
+            Transport::Proxied(http) => Box::pin(self.fetch_proxied(http, &target.url)).await?,
         };
         match answer.status {
             200 => Ok(answer.body),
