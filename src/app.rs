@@ -1,6 +1,8 @@
 //! The service assembled: store, poller and admin API, run until shutdown.
 
 use crate::api::{self, AppState, Limits};
+use crate::backend::Backend;
+use crate::cluster::PgStore;
 use crate::config::Config;
 use crate::delivery::{Engine, Sender};
 use crate::metrics::Metrics;
@@ -29,8 +31,22 @@ pub async fn run(
     run_with_store(config, store, listener, shutdown).await
 }
 
-/// Open the store and prove it can be written, or say why not.
-pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+/// Open the store and prove it can be written, or say why not: PostgreSQL
+/// when `RELAY_DATABASE_URL` is set, else sled in `RELAY_DATA_DIR`.
+pub async fn open_store(config: &Config) -> anyhow::Result<Backend> {
+    if let Some(url) = &config.database_url {
+        let instance = config.instance_id.clone().unwrap_or_else(default_instance);
+        // Room tasks, the engine, the API and leases share the pool.
+        let size = (config.delivery_concurrency / 4).clamp(4, 32);
+        let db = PgStore::open(&url.0, instance, size)
+            .await
+            .context("RELAY_DATABASE_URL: cannot open the database")?;
+        info!(
+            instance = db.instance(),
+            "cluster mode: state in PostgreSQL"
+        );
+        return Ok(db.into());
+    }
     prepare_data_dir(&config.data_dir)?;
     let dir = config.data_dir.display();
     let store = Store::open(&config.data_dir, config.cache_capacity)
@@ -38,7 +54,22 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     store.check_writable().await.with_context(|| {
         format!("RELAY_DATA_DIR: cannot write to the store in {dir} (read-only or full?)")
     })?;
-    Ok(store)
+    Ok(store.into())
+}
+
+/// A name for this process in leases: its host, its pid, and a random tail
+/// (two processes must never share one, even after a pid is reused).
+fn default_instance() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "relay".into());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 /// Webhook secrets live in the data dir: create it readable by this user
@@ -69,7 +100,7 @@ fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 /// [`run`] with a store that is already open.
 pub async fn run_with_store(
     config: Config,
-    store: Store,
+    store: Backend,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -94,6 +125,7 @@ pub async fn run_with_store(
             initial_events: config.initial_events,
             budget: config.poll_budget,
             interval_max: config.poll_interval_max,
+            lease_ttl: config.lease_ttl,
         },
         wake.clone(),
         metrics.clone(),
@@ -102,9 +134,9 @@ pub async fn run_with_store(
     );
     for raw in &config.rooms {
         let room = RoomId::parse(raw.as_str()).context("RELAY_ROOMS")?;
-        poller.watch(&room)?;
+        poller.watch(&room).await?;
     }
-    let watched = poller.start()?;
+    let watched = poller.start().await?;
     let engine = Engine::new(
         store.clone(),
         Sender::new(

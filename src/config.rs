@@ -85,6 +85,22 @@ pub struct Config {
     pub public_listen: Option<SocketAddr>,
     /// Origins allowed to call the drop-in route from a browser.
     pub cors_origins: Vec<String>,
+    /// Cluster mode: all state in this PostgreSQL instead of sled.
+    pub database_url: Option<DatabaseUrl>,
+    /// Cluster mode: how long a room's lease outlives its last renewal.
+    pub lease_ttl: Duration,
+    /// Cluster mode: this instance's name in leases (default: host and pid).
+    pub instance_id: Option<String>,
+}
+
+/// `RELAY_DATABASE_URL`, which may carry a password: never printed.
+#[derive(Clone)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(..)")
+    }
 }
 
 /// `(environment name, TOML key)` of every setting; the environment wins.
@@ -122,6 +138,9 @@ const SETTINGS: &[(&str, &str)] = &[
     ("RELAY_MAX_REQUESTS", "max_requests"),
     ("RELAY_PUBLIC_LISTEN", "public_listen"),
     ("RELAY_CORS_ORIGINS", "cors_origins"),
+    ("RELAY_DATABASE_URL", "database_url"),
+    ("RELAY_LEASE_TTL", "lease_ttl"),
+    ("RELAY_INSTANCE_ID", "instance_id"),
     ("RELAY_ADMIN_TOKEN_FILE", "admin_token_file"),
     ("VERRIFLO_ORG_ID_FILE", "org_id_file"),
 ];
@@ -364,6 +383,26 @@ impl Config {
             })
             .transpose()?
             .unwrap_or_default();
+        let database_url = s
+            .get("RELAY_DATABASE_URL")
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| match t.split_once("://") {
+                Some(("postgres" | "postgresql", _)) => Ok(DatabaseUrl(t.to_string())),
+                _ => Err(err(
+                    "RELAY_DATABASE_URL",
+                    "must be a postgres:// or postgresql:// URL".to_string(),
+                )),
+            })
+            .transpose()?;
+        let lease_ttl = positive(
+            "RELAY_LEASE_TTL",
+            typed(s, "RELAY_LEASE_TTL", "10s", parse_duration)?,
+        )?;
+        let instance_id = s
+            .get("RELAY_INSTANCE_ID")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
         if rooms.len() > max_rooms {
             return Err(err(
                 "RELAY_ROOMS",
@@ -407,6 +446,9 @@ impl Config {
             max_requests,
             public_listen,
             cors_origins,
+            database_url,
+            lease_ttl,
+            instance_id,
         })
     }
 

@@ -8,6 +8,8 @@ pub enum StoreError {
     Interrupted(String),
     #[error("store holds an unreadable record in {tree}: {detail}")]
     Corrupt { tree: &'static str, detail: String },
+    #[error("database: {0}")]
+    Database(String),
 }
 
 impl<E: Into<StoreError>> From<sled::transaction::TransactionError<E>> for StoreError {

@@ -38,9 +38,12 @@
 
 pub mod api;
 pub mod app;
+pub mod backend;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+#[cfg(test)]
+mod conformance;
 pub mod db;
 pub mod delivery;
 pub mod demo;

@@ -47,6 +47,12 @@ pub struct Metrics {
     /// The budget, and the upstream requests spent in the last full second.
     pub poll_budget: Gauge,
     pub poll_budget_spent: Gauge,
+    /// Cluster mode: rooms this instance holds the lease of, leases it took
+    /// over from an instance that stopped renewing, and the database's
+    /// round-trip time.
+    pub rooms_owned: Gauge,
+    pub lease_takeovers: Counter,
+    pub database_latency_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -66,6 +72,9 @@ impl Default for Metrics {
             polls_by_reason: Family::default(),
             poll_budget: Gauge::default(),
             poll_budget_spent: Gauge::default(),
+            rooms_owned: Gauge::default(),
+            lease_takeovers: Counter::default(),
+            database_latency_seconds: Gauge::default(),
         };
         {
             let mut r = m.registry.lock().unwrap();
@@ -116,6 +125,21 @@ impl Default for Metrics {
                 "poll_budget_spent",
                 "Upstream requests in the last full second",
                 m.poll_budget_spent.clone(),
+            );
+            r.register(
+                "rooms_owned",
+                "Cluster mode: rooms whose lease this instance holds",
+                m.rooms_owned.clone(),
+            );
+            r.register(
+                "lease_takeovers",
+                "Cluster mode: leases taken over from an instance that stopped renewing",
+                m.lease_takeovers.clone(),
+            );
+            r.register(
+                "database_latency_seconds",
+                "Cluster mode: the last round trip to PostgreSQL",
+                m.database_latency_seconds.clone(),
             );
         }
         m

@@ -1,6 +1,8 @@
 //! Retention: a background task that prunes old events and finished
 //! deliveries in small batches, so the data dir stops growing under load.
 
+use crate::backend::Backend;
+use crate::cluster::PgStore;
 use crate::store::Store;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -19,6 +21,42 @@ pub struct Pruned {
 /// yielding between batches so polling and delivery never wait on it. An
 /// event that a pending delivery still needs is kept.
 pub async fn prune_once(
+    store: &Backend,
+    now: DateTime<Utc>,
+    retention: Duration,
+) -> crate::store::Result<Pruned> {
+    match store {
+        Backend::Sled(s) => prune_sled(s, now, retention).await,
+        Backend::Postgres(p) => prune_postgres(p, now, retention).await,
+    }
+}
+
+/// On PostgreSQL: delete in batches until a batch comes back short.
+async fn prune_postgres(
+    db: &PgStore,
+    now: DateTime<Utc>,
+    retention: Duration,
+) -> crate::store::Result<Pruned> {
+    let cutoff = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX / 2);
+    let mut pruned = Pruned::default();
+    loop {
+        let n = db.prune_deliveries(cutoff, BATCH as i64).await? as usize;
+        pruned.deliveries += n;
+        if n < BATCH {
+            break;
+        }
+    }
+    loop {
+        let n = db.prune_events(cutoff, BATCH as i64).await? as usize;
+        pruned.events += n;
+        if n < BATCH {
+            break;
+        }
+    }
+    Ok(pruned)
+}
+
+async fn prune_sled(
     store: &Store,
     now: DateTime<Utc>,
     retention: Duration,
@@ -45,7 +83,7 @@ pub async fn prune_once(
 }
 
 /// Prune now and then until `shutdown`.
-pub async fn run(store: Store, retention: Duration, shutdown: CancellationToken) {
+pub async fn run(store: Backend, retention: Duration, shutdown: CancellationToken) {
     let every = (retention / 24).clamp(Duration::from_secs(60), Duration::from_secs(3600));
     loop {
         match prune_once(&store, Utc::now(), retention).await {

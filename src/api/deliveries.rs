@@ -32,7 +32,7 @@ pub async fn list(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    if state.store.outbox().subscription(&id).is_none() {
+    if state.store.subscription(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no subscription {id:?}")));
     }
     let limit = q.limit.unwrap_or(100);
@@ -42,11 +42,10 @@ pub async fn list(
             super::events::MAX_PAGE
         )));
     }
-    let (deliveries, next) =
-        state
-            .store
-            .outbox()
-            .list_deliveries_where(&id, q.before.as_deref(), limit, q.status)?;
+    let (deliveries, next) = state
+        .store
+        .list_deliveries_where(&id, q.before.as_deref(), limit, q.status)
+        .await?;
     Ok(ok_value(
         "Deliveries, newest first",
         DeliveryPage { deliveries, next },
@@ -66,8 +65,7 @@ pub async fn retry(
             "no delivery {delivery_id:?} for subscription {id:?}"
         ))
     };
-    let outbox = state.store.outbox();
-    match outbox.retry(&id, &delivery_id)? {
+    match state.store.retry(&id, &delivery_id).await? {
         Retried::NotFound => Err(not_found()),
         Retried::NotFailed(d) => Err(ApiError::Conflict(format!(
             "delivery is {:?}, only a failed one can be retried",
@@ -100,10 +98,10 @@ pub async fn replay(
 ) -> Result<Response, ApiError> {
     let sub = state
         .store
-        .outbox()
         .subscription(&id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))?;
-    let queued = state.store.outbox().replay(&sub, body.since, Utc::now())?;
+    let queued = state.store.replay(&sub, body.since, Utc::now()).await?;
     state.wake.notify_one();
     Ok(ok(
         StatusCode::ACCEPTED,
@@ -119,9 +117,9 @@ pub async fn stats(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    if state.store.outbox().subscription(&id).is_none() {
+    if state.store.subscription(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no subscription {id:?}")));
     }
-    let stats = state.store.outbox().stats(&id)?;
+    let stats = state.store.stats(&id).await?;
     Ok(ok_value("Subscription figures", stats))
 }

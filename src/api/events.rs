@@ -63,7 +63,7 @@ pub async fn list_events(
         after: q.after,
         limit,
     };
-    let page = state.store.list_events(&filter)?;
+    let page = state.store.list_events(&filter).await?;
     Ok(ok_value(
         "Events",
         EventPage {
@@ -82,7 +82,8 @@ pub async fn get_event(
 ) -> Result<Response, ApiError> {
     let event = state
         .store
-        .event(&id)?
+        .event(&id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no event {id:?}")))?;
     Ok(ok_value("Event", event))
 }

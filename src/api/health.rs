@@ -16,7 +16,7 @@ pub async fn healthz() -> Response {
 /// the delivery backlog is under its threshold.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let mut reasons: Vec<String> = Vec::new();
-    if !state.store.is_open() {
+    if !state.store.is_open().await {
         reasons.push("store is not readable".into());
     }
     let auth = state.poller.auth();
@@ -25,7 +25,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
     // Deliveries held for disabled subscriptions wait on the operator, not
     // on this relay: only the backlog that can move counts.
-    let pending = state.store.outbox().deliverable();
+    let pending = state.store.deliverable().await.unwrap_or(0);
     if pending > state.limits.ready_max_backlog {
         reasons.push(format!(
             "delivery backlog of {pending} is past RELAY_READY_MAX_BACKLOG ({})",
@@ -66,7 +66,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             .get_or_create(&Label { state: h.as_str() })
             .set(n as i64);
     }
-    let subs = state.store.outbox().subscriptions();
+    let subs = state.store.subscriptions().await.unwrap_or_default();
     let enabled = subs.iter().filter(|s| s.enabled).count() as i64;
     m.subscriptions
         .get_or_create(&Label { state: "enabled" })
@@ -74,7 +74,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     m.subscriptions
         .get_or_create(&Label { state: "disabled" })
         .set(subs.len() as i64 - enabled);
-    let (pending, oldest) = state.store.outbox().pending();
+    let (pending, oldest) = state.store.pending().await.unwrap_or_default();
     m.pending.set(pending as i64);
     let age = oldest.map_or(0, |t| (chrono::Utc::now() - t).num_seconds().max(0));
     m.oldest_pending_seconds.set(age);

@@ -11,9 +11,9 @@ pub mod schema;
 mod stream;
 mod subscriptions;
 
+use crate::backend::Backend;
 use crate::poller::Poller;
 use crate::secret::{AdminToken, OrgId};
-use crate::store::Store;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
@@ -28,7 +28,7 @@ use utoipa_axum::routes;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Store,
+    pub store: Backend,
     pub poller: Poller,
     pub admin_token: AdminToken,
     pub org_id: OrgId,

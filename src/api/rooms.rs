@@ -4,6 +4,7 @@ use super::auth::bearer_ok;
 use super::error::{ok, ok_value, ApiError, ApiPath};
 use super::schema::{Envelope, ErrorEnvelope, PutRoomBody, RoomRef, RoomView, UpstreamAnswer};
 use super::AppState;
+use crate::backend::Backend;
 use crate::room::RoomId;
 use crate::store::RoomRecord;
 use axum::extract::State;
@@ -18,10 +19,18 @@ pub fn parse_room(raw: String) -> Result<RoomId, ApiError> {
 
 /// Watch all of `rooms` or, past `RELAY_MAX_ROOMS`, none (checked and done
 /// atomically); for each, whether it is new.
-pub fn watch_within_limit(state: &AppState, rooms: &[RoomId]) -> Result<Vec<bool>, ApiError> {
+pub async fn watch_within_limit(state: &AppState, rooms: &[RoomId]) -> Result<Vec<bool>, ApiError> {
     let max = state.limits.max_rooms;
-    state.poller.watch_within(rooms, max)?.map_err(|_| {
+    state.poller.watch_within(rooms, max).await?.map_err(|_| {
         ApiError::LimitReached(format!("at most {max} watched rooms (RELAY_MAX_ROOMS)"))
+    })
+}
+
+/// Who polls `room`, in a cluster.
+async fn owner_of(state: &AppState, room: &str) -> Result<Option<String>, ApiError> {
+    Ok(match &state.store {
+        Backend::Postgres(p) => p.owner(room).await?,
+        Backend::Sled(_) => None,
     })
 }
 
@@ -29,7 +38,9 @@ pub fn watch_within_limit(state: &AppState, rooms: &[RoomId]) -> Result<Vec<bool
 const MAX_WINDOWS: usize = 1000;
 const MAX_CLASS: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
-fn view(state: &AppState, r: &RoomRecord) -> RoomView {
+/// A room as the API shows it. In a cluster, `owner` is the instance that
+/// polls it; the poll figures are this instance's (blank unless it owns it).
+fn view(state: &AppState, r: &RoomRecord, owner: Option<String>) -> RoomView {
     let rt = state.poller.runtime(&r.room_id);
     let next = state.poller.next_poll(&r.room_id);
     RoomView {
@@ -45,6 +56,7 @@ fn view(state: &AppState, r: &RoomRecord) -> RoomView {
         schedule: r.schedule.clone(),
         next_poll_at: next.map(|n| n.0),
         next_poll_reason: next.map(|n| n.1),
+        owner,
     }
 }
 
@@ -79,10 +91,11 @@ fn parse_put_body(body: &[u8]) -> Result<Option<Vec<crate::store::ClassWindow>>,
     Ok(Some(schedule))
 }
 
-fn watched(state: &AppState, room: &RoomId) -> Result<RoomRecord, ApiError> {
+async fn watched(state: &AppState, room: &RoomId) -> Result<RoomRecord, ApiError> {
     state
         .store
-        .room(room.as_str())?
+        .room(room.as_str())
+        .await?
         .filter(|r| r.watched_since.is_some())
         .ok_or_else(|| ApiError::NotFound(format!("room {:?} is not watched", room.as_str())))
 }
@@ -99,17 +112,18 @@ pub async fn put_room(
 ) -> Result<Response, ApiError> {
     let room = parse_room(raw)?;
     let schedule = parse_put_body(&body)?;
-    let created = watch_within_limit(&state, std::slice::from_ref(&room))?[0];
+    let created = watch_within_limit(&state, std::slice::from_ref(&room)).await?[0];
     if let Some(schedule) = schedule {
-        state.poller.set_schedule(&room, &schedule)?;
+        state.poller.set_schedule(&room, &schedule).await?;
     }
-    let record = watched(&state, &room)?;
+    let record = watched(&state, &room).await?;
     let (status, message) = if created {
         (StatusCode::CREATED, "Room watched")
     } else {
         (StatusCode::OK, "Room already watched")
     };
-    Ok(ok(status, message, view(&state, &record)))
+    let owner = owner_of(&state, &record.room_id).await?;
+    Ok(ok(status, message, view(&state, &record, owner)))
 }
 
 #[utoipa::path(delete, path = "/v1/rooms/{room_id}", tag = "rooms", params(("room_id" = String, Path, description = "Room id, percent-encoded as one segment")),
@@ -120,8 +134,8 @@ pub async fn delete_room(
     ApiPath(raw): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let room = parse_room(raw)?;
-    let record = watched(&state, &room)?;
-    state.poller.unwatch(&room)?;
+    let record = watched(&state, &room).await?;
+    state.poller.unwatch(&room).await?;
     Ok(ok_value(
         "Room no longer watched; its events stay",
         RoomRef {
@@ -133,11 +147,16 @@ pub async fn delete_room(
 #[utoipa::path(get, path = "/v1/rooms", tag = "rooms",
     responses((status = 200, body = Envelope<Vec<RoomView>>)))]
 pub async fn list_rooms(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let mut owners = match &state.store {
+        Backend::Postgres(p) => p.owners().await?,
+        Backend::Sled(_) => Default::default(),
+    };
     let rooms: Vec<RoomView> = state
         .store
-        .watched_rooms()?
+        .watched_rooms()
+        .await?
         .iter()
-        .map(|r| view(&state, r))
+        .map(|r| view(&state, r, owners.remove(&r.room_id)))
         .collect();
     Ok(ok_value("Watched rooms", rooms))
 }
@@ -149,8 +168,9 @@ pub async fn get_room(
     ApiPath(raw): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let room = parse_room(raw)?;
-    let record = watched(&state, &room)?;
-    Ok(ok_value("Room", view(&state, &record)))
+    let record = watched(&state, &room).await?;
+    let owner = owner_of(&state, &record.room_id).await?;
+    Ok(ok_value("Room", view(&state, &record, owner)))
 }
 
 /// The upstream's own error shape, for the drop-in route's clients.
@@ -191,7 +211,8 @@ pub async fn drop_in_status(
     let room = parse_room(raw)?;
     let record = state
         .store
-        .room(room.as_str())?
+        .room(room.as_str())
+        .await?
         .filter(|r| r.watched_since.is_some());
     let Some(record) = record else {
         return Ok(upstream_error(

@@ -54,6 +54,9 @@ pub struct RoomView {
     /// `history`, a `retry`, or `new`.
     pub next_poll_at: Option<DateTime<Utc>>,
     pub next_poll_reason: Option<&'static str>,
+    /// Cluster mode only: the instance that polls this room now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// `PUT /v1/rooms/{roomId}`'s optional body.

@@ -5,9 +5,10 @@
 use super::error::{ApiError, ApiQuery};
 use super::schema::ErrorEnvelope;
 use super::AppState;
+use crate::backend::Backend;
 use crate::event::{Event, EventType};
 use crate::ids::event_key;
-use crate::store::{EventFilter, Store};
+use crate::store::EventFilter;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -119,7 +120,7 @@ impl Tail {
 
 /// One consumer's reader: pages of durable events after its cursor.
 struct Tail {
-    store: Store,
+    store: Backend,
     room: Option<String>,
     kind: Option<EventType>,
     /// The last event read (sent or filtered out).
@@ -176,18 +177,22 @@ impl Tail {
     /// whole log is read in key order: a cursor whose event retention has
     /// pruned still has a place in it.
     async fn read(&self, limit: u128) -> crate::store::Result<Vec<Event>> {
-        let store = self.store.clone();
-        let after = self.cursor.clone();
-        let page = tokio::task::spawn_blocking(move || {
-            store.list_events(&EventFilter {
-                room: None,
-                kind: None,
-                after,
-                limit: PAGE,
-            })
-        })
-        .await
-        .map_err(|e| crate::store::StoreError::Interrupted(e.to_string()))??;
+        let filter = EventFilter {
+            room: None,
+            kind: None,
+            after: self.cursor.clone(),
+            limit: PAGE,
+        };
+        let page = match &self.store {
+            // A sled scan is blocking work: off the async workers.
+            crate::backend::Backend::Sled(s) => {
+                let s = s.clone();
+                tokio::task::spawn_blocking(move || s.list_events(&filter))
+                    .await
+                    .map_err(|e| crate::store::StoreError::Interrupted(e.to_string()))??
+            }
+            crate::backend::Backend::Postgres(p) => p.list_events(&filter).await?,
+        };
         Ok(page
             .events
             .into_iter()
@@ -220,7 +225,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_consumer_that_stops_reading_is_cut_off_with_a_last_word() {
-        let store = Store::temporary().unwrap();
+        let store = crate::store::Store::temporary().unwrap();
         let room = RoomId::parse("r").unwrap();
         let now = chrono::Utc::now();
         store.watch(&room, now).unwrap();
@@ -229,7 +234,7 @@ mod tests {
             store.make_writes_durable().await.unwrap();
         }
         let tail = || Tail {
-            store: store.clone(),
+            store: store.clone().into(),
             room: None,
             kind: None,
             cursor: None,

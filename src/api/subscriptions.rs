@@ -98,20 +98,20 @@ fn check_description(d: Option<String>) -> Result<Option<String>, ApiError> {
 
 /// Rooms named by a subscription are watched (within the room limit, checked
 /// for all of them before any is watched).
-fn watch_rooms(state: &AppState, rooms: &[String]) -> Result<(), ApiError> {
+async fn watch_rooms(state: &AppState, rooms: &[String]) -> Result<(), ApiError> {
     let ids = rooms
         .iter()
         .map(|r| super::rooms::parse_room(r.clone()))
         .collect::<Result<Vec<_>, _>>()?;
-    super::rooms::watch_within_limit(state, &ids)?;
+    super::rooms::watch_within_limit(state, &ids).await?;
     Ok(())
 }
 
-fn find(state: &AppState, id: &str) -> Result<Subscription, ApiError> {
+async fn find(state: &AppState, id: &str) -> Result<Subscription, ApiError> {
     state
         .store
-        .outbox()
         .subscription(id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))
 }
 
@@ -150,15 +150,17 @@ pub async fn create(
         ))
     };
     // Checked first for a clear answer, and again atomically with the write.
-    if state.store.outbox().subscription_count() >= state.limits.max_subscriptions {
+    if state.store.subscription_count().await? >= state.limits.max_subscriptions {
         return Err(cap_reached());
     }
-    watch_rooms(&state, &sub.rooms)?;
+    watch_rooms(&state, &sub.rooms).await?;
     let created = state
         .store
-        .outbox()
-        .create_subscription(sub.clone(), state.limits.max_subscriptions)?;
-    created.map_err(|_| cap_reached())?;
+        .create_subscription(sub.clone(), state.limits.max_subscriptions)
+        .await?;
+    if !created {
+        return Err(cap_reached());
+    }
     let data = CreatedSubscription {
         subscription: sub.view(),
         secret: sub.current_secret().to_string(),
@@ -171,8 +173,8 @@ pub async fn create(
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let all: Vec<SubscriptionView> = state
         .store
-        .outbox()
         .subscriptions()
+        .await?
         .iter()
         .map(Subscription::view)
         .collect();
@@ -185,7 +187,7 @@ pub async fn get_one(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    Ok(ok_value("Subscription", find(&state, &id)?.view()))
+    Ok(ok_value("Subscription", find(&state, &id).await?.view()))
 }
 
 #[utoipa::path(patch, path = "/v1/subscriptions/{id}", tag = "subscriptions", params(("id" = String, Path, description = "Subscription id")),
@@ -198,7 +200,7 @@ pub async fn patch(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> Result<Response, ApiError> {
-    find(&state, &id)?;
+    find(&state, &id).await?;
     // Everything is checked before anything changes.
     let events = body.events.map(|e| check_events(Some(e))).transpose()?;
     let rooms = body.rooms.map(|r| check_rooms(Some(r))).transpose()?;
@@ -208,13 +210,12 @@ pub async fn patch(
         None => None,
     };
     if let Some(rooms) = &rooms {
-        watch_rooms(&state, rooms)?;
+        watch_rooms(&state, rooms).await?;
     }
     let now = Utc::now();
     let mut enabled_now = false;
     let updated = state
         .store
-        .outbox()
         .update_subscription(&id, now, |s| {
             if let Some(u) = url.clone() {
                 s.url = u;
@@ -242,7 +243,8 @@ pub async fn patch(
                 _ => {}
             }
             s.updated_at = now;
-        })?
+        })
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))?;
     if enabled_now {
         // Deliveries that waited while it was disabled go out again, in order.
@@ -258,7 +260,7 @@ pub async fn delete(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    if !state.store.outbox().delete_subscription(&id)? {
+    if !state.store.delete_subscription(&id).await? {
         return Err(ApiError::NotFound(format!("no subscription {id:?}")));
     }
     Ok(ok_value(
@@ -273,7 +275,7 @@ pub async fn secret(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let sub = find(&state, &id)?;
+    let sub = find(&state, &id).await?;
     Ok(ok_value(
         "Subscription secret",
         SecretView {
@@ -291,8 +293,8 @@ pub async fn rotate(
     let now = Utc::now();
     let sub = state
         .store
-        .outbox()
-        .update_subscription(&id, now, |s| s.rotate(now))?
+        .update_subscription(&id, now, |s| s.rotate(now))
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no subscription {id:?}")))?;
     let data = RotatedSecret {
         secret: sub.current_secret().to_string(),
@@ -311,7 +313,7 @@ pub async fn test(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let sub = find(&state, &id)?;
+    let sub = find(&state, &id).await?;
     let now = Utc::now();
     let event = Event {
         id: String::new(),
@@ -319,7 +321,7 @@ pub async fn test(
         timestamp: now,
         data: json!({"subscriptionId": sub.id, "message": "A test event from verriflo-relay"}),
     };
-    let Some(event) = state.store.enqueue_test(&sub.id, event, now)? else {
+    let Some(event) = state.store.enqueue_test(&sub.id, event, now).await? else {
         return Err(ApiError::NotFound(format!("no subscription {id:?}")));
     };
     state.wake.notify_one();

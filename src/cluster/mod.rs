@@ -1,12 +1,13 @@
-//! Cluster mode on PostgreSQL, in progress (issue 13): the schema, room
-//! leases with epoch fencing, the fenced poll commit, and delivery lanes
-//! claimed across instances. Not yet wired into the relay: `app` still runs
-//! on sled alone.
+//! Cluster mode on PostgreSQL (`RELAY_DATABASE_URL`): the schema, the
+//! shared store and outbox, and room leases with epoch fencing.
 
-pub mod lanes;
 pub mod lease;
-pub mod rooms;
+mod listen;
+mod outbox;
 pub mod schema;
+mod store;
+
+pub use store::PgStore;
 
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,9 @@ const MIGRATIONS: &[&str] = &[
         snapshot         JSONB,
         sequence         BIGINT NOT NULL DEFAULT 0,
         version          BIGINT NOT NULL DEFAULT 0,
-        last_changed_at  TIMESTAMPTZ
+        last_changed_at  TIMESTAMPTZ,
+        schedule         JSONB NOT NULL DEFAULT '[]',
+        poll_history     JSONB
     );
     -- One row per watched room: who polls it, under which epoch, until when.
     -- The epoch grows with every change of owner: it fences a stale one.
@@ -29,47 +31,51 @@ const MIGRATIONS: &[&str] = &[
         expires_at  TIMESTAMPTZ NOT NULL DEFAULT '-infinity'
     );
     CREATE INDEX relay_leases_owner ON relay_leases (owner);
+    -- Events keep the webhook body's exact bytes; ids are ULIDs, so their
+    -- order is emission order.
     CREATE TABLE relay_events (
-        id          TEXT PRIMARY KEY,
-        room_id     TEXT NOT NULL,
-        sequence    BIGINT NOT NULL,
+        id          TEXT PRIMARY KEY COLLATE "C",
+        room_id     TEXT,
+        sequence    BIGINT,
         type        TEXT NOT NULL,
-        body        JSONB NOT NULL,
+        body        BYTEA NOT NULL,
         UNIQUE (room_id, sequence)
     );
+    CREATE INDEX relay_events_room ON relay_events (room_id, id);
     "#,
     // 2: the outbox. A lane is one subscription's deliveries of one room,
     // sent in sequence order; a lane row says when its head is due and who
     // holds it in flight, until when (a dead holder's claim expires).
     r#"
     CREATE TABLE relay_subscriptions (
-        id       TEXT PRIMARY KEY,
-        view     JSONB NOT NULL,
-        secrets  JSONB NOT NULL,
-        enabled  BOOLEAN NOT NULL DEFAULT TRUE
+        id       TEXT PRIMARY KEY COLLATE "C",
+        body     JSONB NOT NULL,
+        enabled  BOOLEAN NOT NULL
     );
     CREATE TABLE relay_deliveries (
-        id               TEXT PRIMARY KEY,
+        id               TEXT PRIMARY KEY COLLATE "C",
         subscription_id  TEXT NOT NULL REFERENCES relay_subscriptions (id) ON DELETE CASCADE,
-        event_id         TEXT NOT NULL,
-        room_id          TEXT NOT NULL,
+        event_id         TEXT NOT NULL COLLATE "C",
+        lane             TEXT NOT NULL,
         sequence         BIGINT NOT NULL,
-        status           TEXT NOT NULL DEFAULT 'pending'
-                         CHECK (status IN ('pending', 'succeeded', 'failed')),
-        attempts         JSONB NOT NULL DEFAULT '[]',
-        created_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
-        next_attempt_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
-        UNIQUE (subscription_id, event_id)
+        status           TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+        created_at       TIMESTAMPTZ NOT NULL,
+        record           JSONB NOT NULL
     );
-    CREATE INDEX relay_deliveries_lane ON relay_deliveries (subscription_id, room_id, sequence)
+    -- A lane holds an event once: a replay skips what is still queued.
+    CREATE UNIQUE INDEX relay_deliveries_queued ON relay_deliveries (subscription_id, event_id)
         WHERE status = 'pending';
+    CREATE INDEX relay_deliveries_head ON relay_deliveries (subscription_id, lane, sequence)
+        WHERE status = 'pending';
+    CREATE INDEX relay_deliveries_sub ON relay_deliveries (subscription_id, id);
+    CREATE INDEX relay_deliveries_event ON relay_deliveries (event_id) WHERE status = 'pending';
     CREATE TABLE relay_lanes (
         subscription_id  TEXT NOT NULL REFERENCES relay_subscriptions (id) ON DELETE CASCADE,
-        room_id          TEXT NOT NULL,
+        lane             TEXT NOT NULL,
         due_at           TIMESTAMPTZ,
         claimed_by       TEXT,
         claim_until      TIMESTAMPTZ,
-        PRIMARY KEY (subscription_id, room_id)
+        PRIMARY KEY (subscription_id, lane)
     );
     CREATE INDEX relay_lanes_due ON relay_lanes (due_at) WHERE due_at IS NOT NULL;
     "#,

@@ -2,9 +2,9 @@
 //! lane heads from the outbox, sends them, and hands completions back in
 //! batches; the outbox keeps order, so the engine holds no lane state.
 
+use crate::backend::Backend;
 use crate::metrics::Metrics;
 use crate::outbox::{Claim, Completion, Outbox, Verdict};
-use crate::store::Store;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,18 +17,18 @@ use super::sender::Sender;
 
 #[derive(Clone)]
 pub struct Engine {
-    store: Store,
+    pub(super) store: Backend,
     pub(super) sender: Sender,
     pub(super) schedule: Arc<Vec<Duration>>,
-    concurrency: usize,
+    pub(super) concurrency: usize,
     /// Woken when deliveries may have become due (new events, API actions).
-    wake: Arc<Notify>,
+    pub(super) wake: Arc<Notify>,
     pub(super) metrics: Arc<Metrics>,
 }
 
 impl Engine {
     pub fn new(
-        store: Store,
+        store: impl Into<Backend>,
         sender: Sender,
         schedule: Vec<Duration>,
         concurrency: usize,
@@ -36,7 +36,7 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            store,
+            store: store.into(),
             sender,
             schedule: Arc::new(schedule),
             concurrency: concurrency.max(1),
@@ -46,12 +46,18 @@ impl Engine {
     }
 
     fn outbox(&self) -> &Outbox {
-        self.store.outbox()
+        match &self.store {
+            Backend::Sled(s) => s.outbox(),
+            Backend::Postgres(_) => unreachable!("the cluster engine claims from PostgreSQL"),
+        }
     }
 
     /// Deliver everything due at `now` once, concurrently, and record it:
     /// the loop's step without the loop, for tests with a clock of their own.
     pub async fn deliver_due(&self, now: DateTime<Utc>) -> Vec<(String, Verdict)> {
+        if let Backend::Postgres(db) = &self.store {
+            return self.deliver_due_cluster(db, now).await;
+        }
         let claims = self.claim(Vec::new(), now, self.concurrency).await;
         let mut set = tokio::task::JoinSet::new();
         for claim in claims {
@@ -93,8 +99,11 @@ impl Engine {
         if claims.claims.is_empty() {
             return Vec::new();
         }
+        let Backend::Sled(store) = &self.store else {
+            return Vec::new();
+        };
         // Sent only once durable: a crash may send again, never invent.
-        if let Err(e) = self.store.ensure_durable(claims.queued).await {
+        if let Err(e) = store.ensure_durable(claims.queued).await {
             warn!(error = %e, "could not flush the store; holding deliveries");
             self.outbox().unclaim(claims.claims);
             return Vec::new();
@@ -105,6 +114,9 @@ impl Engine {
     /// Run until `shutdown`: claim what is due within the concurrency
     /// limit; attempts in flight finish on `tracker` and are recorded.
     pub async fn run(self, shutdown: CancellationToken, tracker: TaskTracker) {
+        if let Backend::Postgres(db) = self.store.clone() {
+            return self.run_cluster(db, shutdown, tracker).await;
+        }
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Completion>();
         let mut in_flight = 0usize;
         let mut done = Vec::new();

@@ -20,6 +20,8 @@ pub struct Sender {
     /// Through a proxy the proxy resolves the target, so each target is
     /// resolved and checked here before the request goes out.
     proxied: bool,
+    /// How long one attempt may take, from connect to the answer's end.
+    timeout: Duration,
 }
 
 impl Sender {
@@ -47,7 +49,12 @@ impl Sender {
             http,
             allow_private,
             proxied: proxy.is_some(),
+            timeout,
         }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Send the stored webhook `body` of event `event_id` to `target` once,

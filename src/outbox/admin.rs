@@ -162,13 +162,4 @@ impl Outbox {
         self.applied(&mut state, plan);
         Ok(Some(event.clone()))
     }
-
-    /// Every delivery, recorded or only queued (for checks in tests).
-    #[cfg(test)]
-    pub(crate) fn all_deliveries(&self) -> Vec<Delivery> {
-        let subs: Vec<String> = self.lock().subs.keys().cloned().collect();
-        subs.iter()
-            .flat_map(|s| self.list_deliveries(s, None, usize::MAX).unwrap().0)
-            .collect()
-    }
 }

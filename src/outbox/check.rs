@@ -6,7 +6,7 @@ use super::{keys, Outbox};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Every invariant that ties the disk to the index, read from scratch.
-pub(super) fn check(outbox: &Outbox) -> Result<(), String> {
+pub(crate) fn check(outbox: &Outbox) -> Result<(), String> {
     let tree = &outbox.inner.tree;
     let state = outbox.lock();
     let subs: BTreeSet<String> = state.subs.keys().cloned().collect();

@@ -15,11 +15,26 @@ use tracing::warn;
 #[derive(Debug)]
 pub struct Claim {
     pub lane: LaneId,
-    entry: Entry,
+    /// The sled index's entry; None for a claim from the cluster's outbox.
+    entry: Option<Entry>,
     pub delivery: Delivery,
     pub target: Arc<Target>,
     /// The webhook body as stored; None when retention removed the event.
     pub body: Option<Vec<u8>>,
+}
+
+impl Claim {
+    /// A claim made elsewhere (the cluster's outbox): its lane follows
+    /// from the delivery.
+    pub fn new(delivery: Delivery, target: Arc<Target>, body: Option<Vec<u8>>) -> Self {
+        Self {
+            lane: super::lane_of(&delivery),
+            entry: None,
+            delivery,
+            target,
+            body,
+        }
+    }
 }
 
 /// What the receiver's answer says of the subscription's health.
@@ -69,7 +84,7 @@ impl Outbox {
             let body = self.inner.events.get(entry.event.to_be_bytes())?;
             claims.push(Claim {
                 lane,
-                entry,
+                entry: Some(entry),
                 delivery,
                 target,
                 body: body.map(|b| b.to_vec()),
@@ -112,7 +127,11 @@ impl Outbox {
                 continue;
             };
             let mut d = c.claim.delivery;
-            let mut entry = c.claim.entry;
+            let Some(mut entry) = c.claim.entry else {
+                // Not a claim of this outbox: nothing here to record.
+                state.index.release(&lane);
+                continue;
+            };
             d.attempts.push(c.attempt);
             let lk = keys::lane_key(&lane, entry.order);
             let left = match c.verdict {
@@ -192,7 +211,7 @@ impl Outbox {
 
 /// A success clears the failing streak; 410, or five days without a
 /// success, disables the subscription.
-fn keep_health(sub: &mut Subscription, health: Health, now: DateTime<Utc>) {
+pub(crate) fn keep_health(sub: &mut Subscription, health: Health, now: DateTime<Utc>) {
     match health {
         Health::Success => sub.failing_since = None,
         Health::Gone => {

@@ -15,7 +15,7 @@
 
 mod admin;
 #[cfg(test)]
-mod check;
+pub(crate) mod check;
 mod claim;
 mod index;
 mod keys;
@@ -23,10 +23,9 @@ mod model;
 mod open;
 mod prune;
 mod subs;
-#[cfg(test)]
-mod tests;
 
 pub use admin::Retried;
+pub(crate) use claim::keep_health;
 pub use claim::{Claim, Completion, Health};
 pub use index::LaneId;
 pub use model::{Attempt, Delivery, DeliveryStatus, Verdict};

@@ -139,13 +139,13 @@ impl Poller {
             let this = self.clone();
             self.inner.tracker.spawn(async move {
                 let outcome = this.poll_once(&room).await;
-                this.observe(&room, key, outcome);
+                this.observe(&room, key, outcome).await;
             });
         }
     }
 
     /// Tell the scheduler what a poll saw, and keep what it learned.
-    fn observe(&self, room: &RoomId, key: Arc<str>, outcome: PollOutcome) {
+    async fn observe(&self, room: &RoomId, key: Arc<str>, outcome: PollOutcome) {
         let Some(b) = self.inner.budget.as_ref() else {
             return;
         };
@@ -191,7 +191,12 @@ impl Poller {
         };
         b.wake.notify_one();
         if let Some(history) = learned {
-            if let Err(e) = self.inner.store.save_poll_history(room.as_str(), &history) {
+            if let Err(e) = self
+                .inner
+                .store
+                .save_poll_history(room.as_str(), &history)
+                .await
+            {
                 warn!(room = %room, error = %e, "could not keep what the scheduler learned");
             }
         }

@@ -7,6 +7,7 @@ mod budgeted;
 mod commit;
 pub mod history;
 mod limits;
+mod ownership;
 pub mod schedule;
 mod scheduler;
 mod state;
@@ -14,9 +15,10 @@ mod state;
 pub use limits::{Auth, AuthGate};
 pub use state::{Health, PollOutcome, RoomRuntime};
 
+use crate::backend::Backend;
 use crate::metrics::{Kind, Metrics};
 use crate::room::RoomId;
-use crate::store::{Base, PollAnswer, PollCommit, Store};
+use crate::store::{Base, PollAnswer, PollCommit};
 use crate::upstream::{PollError, StatusTarget, UpstreamClient};
 use chrono::{DateTime, Utc};
 use limits::{Pause, RateLimiter};
@@ -54,6 +56,8 @@ pub struct PollSettings {
     pub budget: u32,
     /// With a budget, the longest a room goes unpolled.
     pub interval_max: Duration,
+    /// Cluster mode: how long a room's lease outlives its last renewal.
+    pub lease_ttl: Duration,
 }
 
 #[derive(Clone)]
@@ -65,7 +69,7 @@ struct Inner {
     /// Where the shared wake-up ticks are counted from.
     origin: Instant,
     client: UpstreamClient,
-    store: Store,
+    store: Backend,
     committer: commit::Committer,
     settings: PollSettings,
     runtime: Mutex<HashMap<String, RoomRuntime>>,
@@ -78,7 +82,9 @@ struct Inner {
     /// Held across a watch or unwatch: the store and the task map change
     /// together, so concurrent PUT and DELETE of a room cannot leave it
     /// watched but unpolled, and the room cap is checked and used at once.
-    membership: Mutex<()>,
+    membership: tokio::sync::Mutex<()>,
+    /// Cluster mode: the leases that say which rooms this instance polls.
+    ownership: Option<ownership::Ownership>,
     in_flight: Semaphore,
     /// `RELAY_MAX_RPS`, or the budget when one is set (the lower of both).
     limiter: RateLimiter,
@@ -97,7 +103,7 @@ struct Inner {
 impl Poller {
     pub fn new(
         client: UpstreamClient,
-        store: Store,
+        store: Backend,
         settings: PollSettings,
         events_stored: Arc<Notify>,
         metrics: Arc<Metrics>,
@@ -121,18 +127,21 @@ impl Poller {
                 origin: Instant::now(),
                 client,
                 committer: commit::Committer::start(store.clone()),
-                store,
                 in_flight: Semaphore::new(settings.max_in_flight),
                 limiter: RateLimiter::new(rps),
                 budget,
-                settings,
                 runtime: Mutex::default(),
                 tasks: Mutex::default(),
                 snapshots: Mutex::default(),
-                membership: Mutex::default(),
+                membership: Default::default(),
+                ownership: store
+                    .postgres()
+                    .map(|_| ownership::Ownership::new(settings.lease_ttl)),
+                settings,
                 pause: Pause::default(),
                 auth: AuthGate::default(),
                 next_slot: AtomicU64::new(0),
+                store,
                 events_stored,
                 metrics,
                 shutdown,
@@ -141,9 +150,10 @@ impl Poller {
         }
     }
 
-    /// Start a task for every room the store says is watched.
-    pub fn start(&self) -> crate::store::Result<usize> {
-        let rooms = self.inner.store.watched_rooms()?;
+    /// Start a task for every room the store says is watched; in a
+    /// cluster, for every room this instance wins the lease of.
+    pub async fn start(&self) -> crate::store::Result<usize> {
+        let rooms = self.inner.store.watched_rooms().await?;
         let n = rooms.len();
         if self.inner.budget.is_some() {
             let s = &self.inner.settings;
@@ -152,22 +162,26 @@ impl Poller {
             }
             self.inner.tracker.spawn(self.clone().drive_budget());
         }
+        if self.inner.ownership.is_some() {
+            self.inner.tracker.spawn(self.clone().hold_leases());
+            return Ok(n);
+        }
         for r in rooms {
             if let Ok(room) = RoomId::parse(r.room_id) {
-                self.spawn_room(room);
+                self.spawn_room(room).await;
             }
         }
         Ok(n)
     }
 
     /// Replace a watched room's schedule hints; false when not watched.
-    pub fn set_schedule(
+    pub async fn set_schedule(
         &self,
         room: &RoomId,
         schedule: &[crate::store::ClassWindow],
     ) -> crate::store::Result<bool> {
-        let _turn = self.inner.membership.lock().unwrap();
-        let found = self.inner.store.set_schedule(room, schedule)?;
+        let _turn = self.inner.membership.lock().await;
+        let found = self.inner.store.set_schedule(room, schedule).await?;
         if let (true, Some(b)) = (found, &self.inner.budget) {
             b.set_hints(room.as_str(), budgeted::windows(schedule));
         }
@@ -193,47 +207,65 @@ impl Poller {
     }
 
     /// Watch a room from now on; true when it was not watched before.
-    pub fn watch(&self, room: &RoomId) -> crate::store::Result<bool> {
-        let _turn = self.inner.membership.lock().unwrap();
-        let created = self.inner.store.watch(room, Utc::now())?;
-        self.spawn_room(room.clone());
+    pub async fn watch(&self, room: &RoomId) -> crate::store::Result<bool> {
+        let _turn = self.inner.membership.lock().await;
+        let created = self.inner.store.watch(room).await?;
+        match &self.inner.ownership {
+            // The next lease round gives it to some instance.
+            Some(o) => o.round_soon(),
+            None => self.spawn_room(room.clone()).await,
+        }
         Ok(created)
     }
 
     /// Watch every one of `rooms`, unless that would watch more than `max`
     /// rooms in all (then none): checked and done under one lock. Returns
     /// for each room whether it is new.
-    pub fn watch_within(
+    pub async fn watch_within(
         &self,
         rooms: &[RoomId],
         max: usize,
     ) -> crate::store::Result<Result<Vec<bool>, RoomCapReached>> {
-        let _turn = self.inner.membership.lock().unwrap();
+        let _turn = self.inner.membership.lock().await;
+        if let (Some(o), Backend::Postgres(p)) = (&self.inner.ownership, &self.inner.store) {
+            // Counted in the shared database: every instance sees the cap.
+            let created = p.watch_within(rooms, max).await?;
+            o.round_soon();
+            return Ok(created.ok_or(RoomCapReached));
+        }
         let new = rooms.iter().filter(|r| !self.is_watched(r)).count();
         if new > 0 && self.watched_count() + new > max {
             return Ok(Err(RoomCapReached));
         }
         let mut created = Vec::with_capacity(rooms.len());
         for room in rooms {
-            created.push(self.inner.store.watch(room, Utc::now())?);
-            self.spawn_room(room.clone());
+            created.push(self.inner.store.watch(room).await?);
+            self.spawn_room(room.clone()).await;
         }
         Ok(Ok(created))
     }
 
     /// Stop watching; true when it was watched.
-    pub fn unwatch(&self, room: &RoomId) -> crate::store::Result<bool> {
-        let _turn = self.inner.membership.lock().unwrap();
-        let was = self.inner.store.unwatch(room)?;
-        if let Some(token) = self.inner.tasks.lock().unwrap().remove(room.as_str()) {
+    pub async fn unwatch(&self, room: &RoomId) -> crate::store::Result<bool> {
+        let _turn = self.inner.membership.lock().await;
+        let was = self.inner.store.unwatch(room).await?;
+        self.stop_room(room.as_str());
+        Ok(was)
+    }
+
+    /// Stop polling a room here, and forget what this instance held of it.
+    fn stop_room(&self, room: &str) {
+        if let Some(token) = self.inner.tasks.lock().unwrap().remove(room) {
             token.cancel();
         }
-        self.inner.snapshots.lock().unwrap().remove(room.as_str());
-        self.inner.runtime.lock().unwrap().remove(room.as_str());
-        if let Some(b) = &self.inner.budget {
-            b.remove(room.as_str());
+        if let Some(o) = &self.inner.ownership {
+            o.forget(room);
         }
-        Ok(was)
+        self.inner.snapshots.lock().unwrap().remove(room);
+        self.inner.runtime.lock().unwrap().remove(room);
+        if let Some(b) = &self.inner.budget {
+            b.remove(room);
+        }
     }
 
     pub fn runtime(&self, room: &str) -> RoomRuntime {
@@ -267,7 +299,7 @@ impl Poller {
         &self.inner.settings
     }
 
-    fn spawn_room(&self, room: RoomId) {
+    async fn spawn_room(&self, room: RoomId) {
         let token = self.inner.shutdown.child_token();
         {
             let mut tasks = self.inner.tasks.lock().unwrap();
@@ -281,11 +313,12 @@ impl Poller {
             let store = &self.inner.store;
             let hints = store
                 .room(room.as_str())
+                .await
                 .ok()
                 .flatten()
                 .map(|r| budgeted::windows(&r.schedule))
                 .unwrap_or_default();
-            let history = store.poll_history(room.as_str()).unwrap_or_default();
+            let history = store.poll_history(room.as_str()).await.unwrap_or_default();
             b.insert(&room, hints, history);
             return;
         }
@@ -319,7 +352,14 @@ impl Poller {
             let failures = self.failures(room.as_str());
             let error = match &outcome {
                 PollOutcome::Failed(e) => Some(e),
-                PollOutcome::NotWatched => return,
+                PollOutcome::NotWatched => {
+                    if self.inner.ownership.is_some() {
+                        // Unwatched, or its lease is gone: the next round
+                        // starts it again if this instance wins it back.
+                        self.stop_room(room.as_str());
+                    }
+                    return;
+                }
                 _ => None,
             };
             if matches!(error, Some(PollError::Unauthorized)) {
@@ -478,7 +518,7 @@ impl Poller {
     ) -> Result<PollCommit, String> {
         // A stale base (the room re-watched meanwhile) is read afresh once.
         for _ in 0..2 {
-            let base = match self.base(room) {
+            let base = match self.base(room).await {
                 Ok(Some(base)) => base,
                 Ok(None) => return Ok(PollCommit::NotWatched),
                 Err(e) => return Err(e),
@@ -490,7 +530,15 @@ impl Poller {
                 return Ok(PollCommit::Unchanged);
             };
             let version = answer.base_version + 1;
-            let outcome = self.inner.committer.commit(answer).await;
+            // In a cluster a commit carries the lease epoch it polled under.
+            let epoch = match &self.inner.ownership {
+                Some(o) => match o.epoch(room.as_str()) {
+                    Some(e) => Some(e),
+                    None => return Ok(PollCommit::NotWatched),
+                },
+                None => None,
+            };
+            let outcome = self.inner.committer.commit(answer, epoch).await;
             let sequence = match &outcome {
                 Ok(PollCommit::Changed(events)) => events
                     .last()
@@ -520,11 +568,11 @@ impl Poller {
 
     /// What `room`'s next answer is diffed against: held in memory, or
     /// read from the store once (first poll, or after a stale commit).
-    fn base(&self, room: &RoomId) -> Result<Option<Base>, String> {
+    async fn base(&self, room: &RoomId) -> Result<Option<Base>, String> {
         if let Some(k) = self.inner.snapshots.lock().unwrap().get(room.as_str()) {
             return Ok(Some(k.base.clone()));
         }
-        match self.inner.store.base(room) {
+        match self.inner.store.base(room).await {
             Ok(base) => Ok(base),
             Err(e) => {
                 self.inner.store.report(&e);

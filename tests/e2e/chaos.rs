@@ -16,12 +16,12 @@ use verriflo_relay::mock::{Fault, FaultKind, MockUpstream};
 use verriflo_relay::room::RoomStatus;
 
 /// Every state the upstream held for each room, in order.
-type History = Arc<Mutex<HashMap<String, Vec<RoomStatus>>>>;
+pub(crate) type History = Arc<Mutex<HashMap<String, Vec<RoomStatus>>>>;
 
 /// Deliveries in flight at once in the crash run: what a kill can repeat.
 const CONCURRENCY: usize = 8;
 
-fn live(room: &str, n: u64) -> RoomStatus {
+pub(crate) fn live(room: &str, n: u64) -> RoomStatus {
     RoomStatus {
         is_active: true,
         has_teacher: Some(true),
@@ -33,7 +33,7 @@ fn live(room: &str, n: u64) -> RoomStatus {
 
 /// Change one room at a time; every state gets a participant count of its
 /// own, so each is a visible change and each event names exactly one state.
-fn drive(
+pub(crate) fn drive(
     mock: MockUpstream,
     rooms: Vec<String>,
     pace: (u64, u64),
@@ -93,7 +93,7 @@ fn groups(events: &[Value], room: &str) -> Vec<(Value, Value, Vec<u64>)> {
 }
 
 /// No event invented, none twice, sequences contiguous; returns the states seen.
-fn check_room(events: &[Value], room: &str, held: &[RoomStatus]) -> HashSet<u64> {
+pub(crate) fn check_room(events: &[Value], room: &str, held: &[RoomStatus]) -> HashSet<u64> {
     let states: Vec<Value> = held
         .iter()
         .map(|h| serde_json::to_value(h).unwrap())

@@ -6,6 +6,7 @@ mod budget;
 mod chaos;
 mod child;
 mod cli;
+mod cluster;
 mod dashboard;
 mod delivery;
 mod demo;

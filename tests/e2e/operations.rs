@@ -163,14 +163,14 @@ async fn retention_prunes_what_is_old_and_keeps_the_rest() {
 
     let retention = std::time::Duration::from_secs(30 * 24 * 3600);
     // Nothing is old yet.
-    let p = verriflo_relay::retention::prune_once(&store, now, retention)
+    let p = verriflo_relay::retention::prune_once(&store.clone().into(), now, retention)
         .await
         .unwrap();
     assert_eq!((p.events, p.deliveries), (0, 0));
     // 31 days on: the finished delivery goes; the pending one and the event it
     // still needs stay; the event nobody waits for goes.
     let later = now + D::days(31);
-    let p = verriflo_relay::retention::prune_once(&store, later, retention)
+    let p = verriflo_relay::retention::prune_once(&store.clone().into(), later, retention)
         .await
         .unwrap();
     assert_eq!(p.deliveries, 1);

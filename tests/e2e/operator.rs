@@ -241,9 +241,10 @@ async fn a_subscription_disabled_by_410_does_not_stop_retention_of_other_events(
     assert_eq!(fine.hooks().len(), 5);
     assert_eq!(store.outbox().pending().0, 1, "sub_a's first event is held");
     let retention = std::time::Duration::from_secs(30 * 24 * 3600);
-    let p = verriflo_relay::retention::prune_once(&store, now + D::days(31), retention)
-        .await
-        .unwrap();
+    let p =
+        verriflo_relay::retention::prune_once(&store.clone().into(), now + D::days(31), retention)
+            .await
+            .unwrap();
     // Every event but the one the held delivery needs is gone.
     assert_eq!(p.events, 4);
     let left = store

@@ -1,0 +1,573 @@
+//! The store in PostgreSQL: rooms, their fenced poll commits, and events.
+//! Every instance of a cluster shares it; a poll's snapshot, events and
+//! deliveries commit in one transaction, only while the room's version and
+//! the poller's lease epoch both hold.
+
+use super::lease::{Leases, Round};
+use super::listen::Listener;
+use crate::db::{Result, StoreError};
+use crate::event::{webhook_body, Event, EventType};
+use crate::ids::{event_id, event_key, Ids};
+use crate::poller::history::History;
+use crate::room::{RoomId, RoomStatus};
+use crate::store::{Base, ClassWindow, EventFilter, EventPage, PollAnswer, PollCommit, RoomRecord};
+use crate::subscription::Subscription;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Object, Pool};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_postgres::Row;
+
+/// The channel a commit that queued deliveries notifies.
+pub const OUTBOX_CHANNEL: &str = "relay_outbox";
+/// The channel a commit that stored events notifies, with the largest id.
+pub const EVENTS_CHANNEL: &str = "relay_events";
+
+#[derive(Clone)]
+pub struct PgStore {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) pool: Pool,
+    pub(super) ids: Ids,
+    /// This instance's name in leases and claims.
+    pub(super) instance: String,
+    pub(super) listener: Listener,
+    /// The last round trip to the database, in microseconds, for `/metrics`.
+    pub(super) latency_us: std::sync::atomic::AtomicU64,
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+fn corrupt(table: &'static str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        tree: table,
+        detail: e.to_string(),
+    }
+}
+
+impl PgStore {
+    /// Connect, apply the migrations, and start listening for the others'
+    /// commits. `instance` names this relay in leases and claims.
+    pub async fn open(url: &str, instance: String, pool_size: usize) -> Result<Self> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::Database(e.to_string()))?;
+        let manager = deadpool_postgres::Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(2))
+            .wait_timeout(Some(std::time::Duration::from_secs(10)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        {
+            let mut c = pool.get().await?;
+            super::schema::migrate(&mut c).await?;
+        }
+        let largest = {
+            let c = pool.get().await?;
+            let row = c
+                .query_one(
+                    "SELECT (SELECT max(id) FROM relay_events), (SELECT max(id) FROM relay_deliveries)",
+                    &[],
+                )
+                .await?;
+            let e: Option<String> = row.get(0);
+            let d: Option<String> = row.get(1);
+            e.and_then(|e| event_key(&e))
+                .unwrap_or(0)
+                .max(d.and_then(|d| crate::ids::delivery_key(&d)).unwrap_or(0))
+        };
+        {
+            // A process starting under this name holds nothing yet: lanes
+            // a previous run of it held are free again at once.
+            let c = pool.get().await?;
+            c.execute(
+                "UPDATE relay_lanes SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = $1",
+                &[&instance],
+            )
+            .await?;
+        }
+        let listener = Listener::start(url, largest).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                ids: Ids::seeded(largest),
+                instance,
+                listener,
+                latency_us: Default::default(),
+            }),
+        })
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    pub(super) async fn client(&self) -> Result<Object> {
+        Ok(self.inner.pool.get().await?)
+    }
+
+    /// A fresh id that sorts after every id this instance made or found stored.
+    pub fn next_ulid(&self) -> ulid::Ulid {
+        ulid::Ulid::from(self.inner.ids.next())
+    }
+
+    /// A round trip to the database, timed: `/readyz` and `/metrics`.
+    pub async fn ping(&self) -> Result<std::time::Duration> {
+        let started = Instant::now();
+        let c = self.client().await?;
+        c.query_one("SELECT 1", &[]).await?;
+        let took = started.elapsed();
+        self.inner.latency_us.store(
+            took.as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(took)
+    }
+
+    pub fn last_latency(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(
+            self.inner
+                .latency_us
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// The largest event id stored by any instance, watched.
+    pub fn durable_events(&self) -> tokio::sync::watch::Receiver<u128> {
+        self.inner.listener.events()
+    }
+
+    /// Woken when any instance queued deliveries.
+    pub fn outbox_notified(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.listener.outbox()
+    }
+
+    /// One lease round (see [`Leases::round`]).
+    pub async fn lease_round(&self, leases: &Leases) -> Result<Round> {
+        let mut c = self.client().await?;
+        Ok(leases.round(&mut c).await?)
+    }
+
+    /// Hand every room back at a clean stop.
+    pub async fn leave(&self, leases: &Leases) -> Result<u64> {
+        let mut c = self.client().await?;
+        Ok(leases.leave(&mut c).await?)
+    }
+
+    // ---- rooms ----
+
+    /// Start watching (with a lease row for the next claim); true when the
+    /// room was not watched before.
+    pub async fn watch(&self, room: &RoomId) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let id = room.as_str();
+        let row = tx
+            .query_one(
+                "INSERT INTO relay_rooms (room_id, watched_since) VALUES ($1, now())
+                 ON CONFLICT (room_id) DO UPDATE
+                   SET watched_since = COALESCE(relay_rooms.watched_since, now())
+                 RETURNING relay_rooms.watched_since = now()",
+                &[&id],
+            )
+            .await?;
+        tx.execute(
+            "INSERT INTO relay_leases (room_id) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(row.get(0))
+    }
+
+    /// Watch rooms unless that would watch more than `max` in all (then
+    /// none): counted and written in one transaction under a lock, so
+    /// instances watching at once cannot pass the cap.
+    pub async fn watch_within(&self, rooms: &[RoomId], max: usize) -> Result<Option<Vec<bool>>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WATCH_LOCK])
+            .await?;
+        let ids: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
+        let row = tx
+            .query_one(
+                "SELECT (SELECT count(*) FROM relay_rooms WHERE watched_since IS NOT NULL),
+                        (SELECT count(*) FROM relay_rooms WHERE watched_since IS NOT NULL
+                           AND room_id = ANY($1))",
+                &[&ids],
+            )
+            .await?;
+        let (watched, already): (i64, i64) = (row.get(0), row.get(1));
+        let new = ids.len() as i64 - already;
+        if new > 0 && (watched + new) as usize > max {
+            return Ok(None);
+        }
+        let mut created = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let row = tx
+                .query_one(
+                    "INSERT INTO relay_rooms (room_id, watched_since) VALUES ($1, now())
+                     ON CONFLICT (room_id) DO UPDATE
+                       SET watched_since = COALESCE(relay_rooms.watched_since, now())
+                     RETURNING relay_rooms.watched_since = now()",
+                    &[id],
+                )
+                .await?;
+            tx.execute(
+                "INSERT INTO relay_leases (room_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[id],
+            )
+            .await?;
+            created.push(row.get(0));
+        }
+        tx.commit().await?;
+        Ok(Some(created))
+    }
+
+    /// Stop watching: the lease goes, the snapshot is dropped and the
+    /// version moves, so a poll from before cannot write it back.
+    pub async fn unwatch(&self, room: &RoomId) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let id = room.as_str();
+        tx.execute("DELETE FROM relay_leases WHERE room_id = $1", &[&id])
+            .await?;
+        let n = tx
+            .execute(
+                "UPDATE relay_rooms SET watched_since = NULL, snapshot = NULL, version = version + 1
+                 WHERE room_id = $1 AND watched_since IS NOT NULL",
+                &[&id],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    pub async fn room(&self, room: &str) -> Result<Option<RoomRecord>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(&format!("{ROOM_SELECT} WHERE r.room_id = $1"), &[&room])
+            .await?;
+        row.map(|r| room_record(&r)).transpose()
+    }
+
+    /// Watched rooms in room-id order, each with its owner.
+    pub async fn watched_rooms(&self) -> Result<Vec<RoomRecord>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!("{ROOM_SELECT} WHERE r.watched_since IS NOT NULL ORDER BY r.room_id"),
+                &[],
+            )
+            .await?;
+        rows.iter().map(room_record).collect()
+    }
+
+    /// Who polls each watched room, for `GET /v1/rooms`.
+    pub async fn owners(&self) -> Result<std::collections::HashMap<String, String>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT room_id, owner FROM relay_leases WHERE owner IS NOT NULL AND expires_at > now()",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub async fn owner(&self, room: &str) -> Result<Option<String>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT owner FROM relay_leases WHERE room_id = $1 AND expires_at > now()",
+                &[&room],
+            )
+            .await?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
+    pub async fn base(&self, room: &RoomId) -> Result<Option<Base>> {
+        Ok(self
+            .room(room.as_str())
+            .await?
+            .filter(|r| r.watched_since.is_some())
+            .map(|r| r.base()))
+    }
+
+    pub async fn set_schedule(&self, room: &RoomId, schedule: &[ClassWindow]) -> Result<bool> {
+        let c = self.client().await?;
+        let value = serde_json::to_value(schedule).expect("windows serialize");
+        let n = c
+            .execute(
+                "UPDATE relay_rooms SET schedule = $2 WHERE room_id = $1 AND watched_since IS NOT NULL",
+                &[&room.as_str(), &value],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn poll_history(&self, room: &str) -> Result<History> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT poll_history FROM relay_rooms WHERE room_id = $1",
+                &[&room],
+            )
+            .await?;
+        match row.and_then(|r| r.get::<_, Option<serde_json::Value>>(0)) {
+            Some(v) => serde_json::from_value(v).map_err(|e| corrupt("relay_rooms", e)),
+            None => Ok(History::default()),
+        }
+    }
+
+    pub async fn save_poll_history(&self, room: &str, history: &History) -> Result<()> {
+        let c = self.client().await?;
+        let value = serde_json::to_value(history).expect("history serializes");
+        c.execute(
+            "UPDATE relay_rooms SET poll_history = $2 WHERE room_id = $1",
+            &[&room, &value],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The epoch this instance holds `room`'s lease under, if it does.
+    pub async fn lease_epoch(&self, room: &RoomId) -> Result<Option<i64>> {
+        let c = self.client().await?;
+        let held = c
+            .query_opt(
+                "SELECT epoch FROM relay_leases WHERE room_id = $1 AND owner = $2 AND expires_at > now()",
+                &[&room.as_str(), &self.instance()],
+            )
+            .await?;
+        Ok(held.map(|r| r.get(0)))
+    }
+
+    /// Diff one answer against the stored snapshot and commit it under
+    /// this instance's lease (for tools and tests): Stale when this
+    /// instance does not hold the room.
+    pub async fn record_poll(
+        &self,
+        room: &RoomId,
+        current: &RoomStatus,
+        seen_at: DateTime<Utc>,
+        initial_events: bool,
+    ) -> Result<PollCommit> {
+        let Some(base) = self.base(room).await? else {
+            return Ok(PollCommit::NotWatched);
+        };
+        let Some(answer) = PollAnswer::diffed(room, &base, current, seen_at, initial_events) else {
+            return Ok(PollCommit::Unchanged);
+        };
+        let Some(epoch) = self.lease_epoch(room).await? else {
+            return Ok(PollCommit::Stale);
+        };
+        let mut outcomes = self.commit_polls(&[(answer, epoch)]).await?;
+        Ok(outcomes.pop().expect("one outcome per answer"))
+    }
+
+    /// Commit many rooms' diffed answers in one transaction: each room's
+    /// snapshot with its events and their deliveries, each only if the
+    /// room's version is the one diffed against and `epochs` (the lease
+    /// this instance polls it under) still holds. A fenced answer writes
+    /// nothing and comes back [`PollCommit::Stale`].
+    pub async fn commit_polls(&self, answers: &[(PollAnswer, i64)]) -> Result<Vec<PollCommit>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let me = self.instance();
+        let mut subs: Option<Vec<Subscription>> = None;
+        let mut outcomes = Vec::with_capacity(answers.len());
+        let (mut queued, mut largest) = (false, 0u128);
+        for (a, epoch) in answers {
+            let id = a.room.as_str();
+            let snapshot = serde_json::to_value(&a.status).expect("statuses serialize");
+            let new_id = || event_id(self.inner.ids.next_at(crate::outbox::ms(a.seen_at)));
+            let stored = match a.changes.is_empty() {
+                true => Vec::new(),
+                false => a.events(new_id),
+            };
+            let sequence = stored.last().and_then(|e| e.sequence()).map(|s| s as i64);
+            let row = tx
+                .query_opt(
+                    "UPDATE relay_rooms r
+                     SET snapshot = $2, version = r.version + 1,
+                         sequence = COALESCE($3, r.sequence),
+                         last_changed_at = CASE WHEN $3::BIGINT IS NULL THEN r.last_changed_at ELSE $7 END
+                     WHERE r.room_id = $1 AND r.version = $4 AND r.watched_since IS NOT NULL
+                       AND EXISTS (SELECT 1 FROM relay_leases l WHERE l.room_id = $1
+                                   AND l.owner = $5 AND l.epoch = $6 AND l.expires_at > now())
+                     RETURNING r.version",
+                    &[
+                        &id,
+                        &snapshot,
+                        &sequence,
+                        &(a.base_version as i64),
+                        &me,
+                        epoch,
+                        &a.seen_at,
+                    ],
+                )
+                .await?;
+            if row.is_none() {
+                outcomes.push(PollCommit::Stale);
+                continue;
+            }
+            if stored.is_empty() {
+                // The version held, so the stored snapshot is the one diffed against.
+                outcomes.push(match a.previous.is_none() {
+                    true => PollCommit::Baseline,
+                    false => PollCommit::Changed(Vec::new()),
+                });
+                continue;
+            }
+            for e in &stored {
+                insert_event(&tx, e).await?;
+                largest = largest.max(event_key(&e.id).unwrap_or(0));
+            }
+            if subs.is_none() {
+                subs = Some(super::outbox::enabled_subscriptions(&tx).await?);
+            }
+            let subs = subs.as_deref().unwrap_or_default();
+            queued |=
+                super::outbox::enqueue(&tx, &self.inner.ids, subs, &stored, a.seen_at).await?;
+            outcomes.push(PollCommit::Changed(stored));
+        }
+        if queued {
+            tx.execute(&format!("NOTIFY {OUTBOX_CHANNEL}"), &[]).await?;
+        }
+        if largest > 0 {
+            notify_events(&tx, largest).await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    // ---- events ----
+
+    pub async fn event(&self, id: &str) -> Result<Option<Event>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt("SELECT id, body FROM relay_events WHERE id = $1", &[&id])
+            .await?;
+        row.map(|r| event_of(&r)).transpose()
+    }
+
+    /// A page of events in the order they were emitted.
+    pub async fn list_events(&self, filter: &EventFilter) -> Result<EventPage> {
+        let c = self.client().await?;
+        let limit = filter.limit.max(1) as i64;
+        let kind = filter.kind.map(EventType::as_str);
+        let rows = c
+            .query(
+                "SELECT id, body FROM relay_events
+                 WHERE ($1::TEXT IS NULL OR room_id = $1)
+                   AND ($2::TEXT IS NULL OR type = $2)
+                   AND ($3::TEXT IS NULL OR id > $3)
+                 ORDER BY id LIMIT $4",
+                &[&filter.room, &kind, &filter.after, &(limit + 1)],
+            )
+            .await?;
+        let mut events = rows.iter().map(event_of).collect::<Result<Vec<_>>>()?;
+        let more = events.len() as i64 > limit;
+        events.truncate(limit as usize);
+        let next = more.then(|| events.last().map(|e| e.id.clone())).flatten();
+        Ok(EventPage { events, next })
+    }
+
+    /// Remove events stored before `cutoff`, a batch at a time, keeping
+    /// each that a pending delivery needs; returns how many went.
+    pub async fn prune_events(&self, cutoff: DateTime<Utc>, batch: i64) -> Result<u64> {
+        let c = self.client().await?;
+        let floor = event_id(crate::ids::floor_of_ms(crate::outbox::ms(cutoff)));
+        let n = c
+            .execute(
+                "DELETE FROM relay_events WHERE id IN (
+                   SELECT e.id FROM relay_events e WHERE e.id < $1
+                   AND NOT EXISTS (SELECT 1 FROM relay_deliveries d
+                                   WHERE d.event_id = e.id AND d.status = 'pending')
+                   ORDER BY e.id LIMIT $2)",
+                &[&floor, &batch],
+            )
+            .await?;
+        Ok(n)
+    }
+}
+
+/// The lock a capped watch takes: one count-and-insert at a time.
+const WATCH_LOCK: i64 = 0x7265_6c61_7902;
+
+const ROOM_SELECT: &str = "SELECT r.room_id, r.watched_since, r.snapshot, r.sequence, r.version,
+        r.last_changed_at, r.schedule FROM relay_rooms r";
+
+fn room_record(r: &Row) -> Result<RoomRecord> {
+    let snapshot: Option<serde_json::Value> = r.get(2);
+    let schedule: serde_json::Value = r.get(6);
+    Ok(RoomRecord {
+        room_id: r.get(0),
+        watched_since: r.get(1),
+        snapshot: snapshot
+            .map(serde_json::from_value::<RoomStatus>)
+            .transpose()
+            .map_err(|e| corrupt("relay_rooms", e))?,
+        sequence: r.get::<_, i64>(3) as u64,
+        version: r.get::<_, i64>(4) as u64,
+        last_changed_at: r.get(5),
+        schedule: serde_json::from_value(schedule).map_err(|e| corrupt("relay_rooms", e))?,
+    })
+}
+
+pub(super) fn event_of(r: &Row) -> Result<Event> {
+    let id: String = r.get(0);
+    let body: Vec<u8> = r.get(1);
+    Event::from_body(id, &body).map_err(|e| corrupt("relay_events", e))
+}
+
+pub(super) async fn insert_event(
+    tx: &impl deadpool_postgres::GenericClient,
+    e: &Event,
+) -> Result<()> {
+    let sequence = e.sequence().map(|s| s as i64);
+    tx.execute(
+        "INSERT INTO relay_events (id, room_id, sequence, type, body) VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &e.id,
+            &e.room_id(),
+            &sequence,
+            &e.kind.as_str(),
+            &webhook_body(e),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn notify_events(
+    tx: &impl deadpool_postgres::GenericClient,
+    largest: u128,
+) -> Result<()> {
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&EVENTS_CHANNEL, &largest.to_string()],
+    )
+    .await?;
+    Ok(())
+}
