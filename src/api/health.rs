@@ -16,8 +16,12 @@ pub async fn healthz() -> Response {
 /// the delivery backlog is under its threshold.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let mut reasons: Vec<String> = Vec::new();
+    let cluster = state.store.instance().map(str::to_string);
     if !state.store.is_open().await {
-        reasons.push("store is not readable".into());
+        reasons.push(match cluster {
+            Some(_) => "the database (RELAY_DATABASE_URL) does not answer".into(),
+            None => "store is not readable".into(),
+        });
     }
     let auth = state.poller.auth();
     if auth == Auth::Rejected {
@@ -38,7 +42,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Auth::Rejected => "rejected",
     };
     if reasons.is_empty() {
-        let body = json!({"success": true, "message": "ready", "data": {"store": "ok", "upstream": upstream, "pendingDeliveries": pending}});
+        let mut data = json!({"store": "ok", "upstream": upstream, "pendingDeliveries": pending});
+        if let Some(instance) = cluster {
+            // Which relay answered, and that the shared database did.
+            data["database"] = json!("ok");
+            data["instance"] = json!(instance);
+        }
+        let body = json!({"success": true, "message": "ready", "data": data});
         return Json(body).into_response();
     }
     let body = json!({
