@@ -9,10 +9,16 @@
 //! - `latency ROOMS RATE SECONDS`: RATE participant changes a second;
 //!   change-to-receipt from the upstream's first answer that shows the
 //!   change to the receiver's receipt (both from nginx's access logs).
+//! - `cluster ROOMS INSTANCES`: sled, then one and INSTANCES relays on one
+//!   PostgreSQL (`scripts/bench-live.sh` starts it): polls/s and CPU per
+//!   unchanged poll, then every room live at once: deliveries/s and CPU per
+//!   delivery, the database's CPU counted with the relays'.
 //!
 //! Run: `scripts/bench-live.sh` (installs nginx-light and wrk, builds, runs
 //! every shape), or `cargo run --release --example bench_live -- throughput 10000 1`.
 
+#[path = "live/cluster.rs"]
+mod cluster;
 #[path = "live/nginx.rs"]
 mod nginx;
 #[path = "live/relay.rs"]
@@ -280,6 +286,14 @@ async fn main() {
     match args.first().map(String::as_str) {
         Some("throughput") => throughput(n(1, 10_000), n(2, 1)).await,
         Some("latency") => latency(n(1, 1_000), n(2, 100), n(3, 10)).await,
+        Some("cluster") => {
+            let work = tempfile::tempdir().unwrap();
+            let nginx = Nginx::start(work.path(), false);
+            let rooms = n(1, 2_000);
+            let idle_all = || (0..rooms).for_each(|i| nginx.set_room(&idle(&room_id(i))));
+            let live_all = || (0..rooms).for_each(|i| nginx.set_room(&live(&room_id(i), 5)));
+            cluster::compare(&nginx, rooms, n(2, 3), idle_all, live_all).await
+        }
         Some("poll") => {
             let interval = args.get(2).cloned().unwrap_or_else(|| "1s".into());
             poll_cost(n(1, 10_000), &interval, n(3, 10) as u64).await

@@ -58,8 +58,38 @@ async fn connect(
     events: watch::Sender<u128>,
     outbox: Arc<Notify>,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    let driven = tokio::spawn(async move {
+    let config: tokio_postgres::Config = url.parse()?;
+    let (client, driven) = match super::wants_tls(&config) {
+        true => {
+            let (client, connection) = config.connect(super::tls()).await?;
+            (client, drive(connection, events, outbox))
+        }
+        false => {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            (client, drive(connection, events, outbox))
+        }
+    };
+    client
+        .batch_execute(&format!("LISTEN {OUTBOX_CHANNEL}; LISTEN {EVENTS_CHANNEL}"))
+        .await?;
+    // The client lives as long as the connection it listens on.
+    Ok(tokio::spawn(async move {
+        let _client = client;
+        let _ = driven.await;
+    }))
+}
+
+/// Drive a connection, turning its notifications into wake-ups.
+fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    events: watch::Sender<u128>,
+    outbox: Arc<Notify>,
+) -> tokio::task::JoinHandle<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
             match message {
@@ -79,13 +109,5 @@ async fn connect(
                 Err(_) => break,
             }
         }
-    });
-    client
-        .batch_execute(&format!("LISTEN {OUTBOX_CHANNEL}; LISTEN {EVENTS_CHANNEL}"))
-        .await?;
-    // The client lives as long as the connection it listens on.
-    Ok(tokio::spawn(async move {
-        let _client = client;
-        let _ = driven.await;
-    }))
+    })
 }

@@ -48,7 +48,8 @@ fn status_str(s: DeliveryStatus) -> &'static str {
 pub(super) async fn enabled_subscriptions(c: &impl GenericClient) -> Result<Vec<Subscription>> {
     let rows = c
         .query(
-            "SELECT body FROM relay_subscriptions WHERE enabled ORDER BY id",
+            &c.prepare_cached("SELECT body FROM relay_subscriptions WHERE enabled ORDER BY id")
+                .await?,
             &[],
         )
         .await?;
@@ -99,10 +100,13 @@ async fn queue_one(
     let record = serde_json::to_value(&d).expect("deliveries serialize");
     let n = tx
         .execute(
-            "INSERT INTO relay_deliveries
+            &tx.prepare_cached(
+                "INSERT INTO relay_deliveries
                (id, subscription_id, event_id, lane, sequence, status, created_at, record)
              VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)
              ON CONFLICT (subscription_id, event_id) WHERE status = 'pending' DO NOTHING",
+            )
+            .await?,
             &[
                 &d.id,
                 &d.subscription_id,
@@ -119,9 +123,12 @@ async fn queue_one(
     }
     // An idle lane is due now; a busy or waiting one keeps its head's time.
     tx.execute(
-        "INSERT INTO relay_lanes (subscription_id, lane, due_at) VALUES ($1, $2, $3)
+        &tx.prepare_cached(
+            "INSERT INTO relay_lanes (subscription_id, lane, due_at) VALUES ($1, $2, $3)
          ON CONFLICT (subscription_id, lane)
          DO UPDATE SET due_at = COALESCE(relay_lanes.due_at, $3)",
+        )
+        .await?,
         &[&d.subscription_id, &lane, &now],
     )
     .await?;
@@ -136,10 +143,18 @@ impl PgStore {
     pub async fn create_subscription(&self, sub: &Subscription, max: usize) -> Result<bool> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SUBS_LOCK])
-            .await?;
+        tx.execute(
+            &tx.prepare_cached("SELECT pg_advisory_xact_lock($1)")
+                .await?,
+            &[&SUBS_LOCK],
+        )
+        .await?;
         let count: i64 = tx
-            .query_one("SELECT count(*) FROM relay_subscriptions", &[])
+            .query_one(
+                &tx.prepare_cached("SELECT count(*) FROM relay_subscriptions")
+                    .await?,
+                &[],
+            )
             .await?
             .get(0);
         if count as usize >= max {
@@ -147,7 +162,10 @@ impl PgStore {
         }
         let body = serde_json::to_value(sub).expect("subscriptions serialize");
         tx.execute(
-            "INSERT INTO relay_subscriptions (id, body, enabled) VALUES ($1, $2, $3)",
+            &tx.prepare_cached(
+                "INSERT INTO relay_subscriptions (id, body, enabled) VALUES ($1, $2, $3)",
+            )
+            .await?,
             &[&sub.id, &body, &sub.enabled],
         )
         .await?;
@@ -158,7 +176,11 @@ impl PgStore {
     pub async fn subscription(&self, id: &str) -> Result<Option<Subscription>> {
         let c = self.client().await?;
         let row = c
-            .query_opt("SELECT body FROM relay_subscriptions WHERE id = $1", &[&id])
+            .query_opt(
+                &c.prepare_cached("SELECT body FROM relay_subscriptions WHERE id = $1")
+                    .await?,
+                &[&id],
+            )
             .await?;
         row.map(|r| decode_sub(r.get(0))).transpose()
     }
@@ -167,7 +189,11 @@ impl PgStore {
     pub async fn subscriptions(&self) -> Result<Vec<Subscription>> {
         let c = self.client().await?;
         let rows = c
-            .query("SELECT body FROM relay_subscriptions ORDER BY id", &[])
+            .query(
+                &c.prepare_cached("SELECT body FROM relay_subscriptions ORDER BY id")
+                    .await?,
+                &[],
+            )
             .await?;
         rows.into_iter().map(|r| decode_sub(r.get(0))).collect()
     }
@@ -175,7 +201,11 @@ impl PgStore {
     pub async fn subscription_count(&self) -> Result<usize> {
         let c = self.client().await?;
         let n: i64 = c
-            .query_one("SELECT count(*) FROM relay_subscriptions", &[])
+            .query_one(
+                &c.prepare_cached("SELECT count(*) FROM relay_subscriptions")
+                    .await?,
+                &[],
+            )
             .await?
             .get(0);
         Ok(n as usize)
@@ -193,7 +223,8 @@ impl PgStore {
         let tx = c.transaction().await?;
         let Some(row) = tx
             .query_opt(
-                "SELECT body FROM relay_subscriptions WHERE id = $1 FOR UPDATE",
+                &tx.prepare_cached("SELECT body FROM relay_subscriptions WHERE id = $1 FOR UPDATE")
+                    .await?,
                 &[&id],
             )
             .await?
@@ -216,7 +247,10 @@ impl PgStore {
             save_sub(&tx, &sub).await?;
             if sub.enabled && !before.enabled {
                 tx.execute(
-                    "UPDATE relay_lanes SET due_at = $2 WHERE subscription_id = $1",
+                    &tx.prepare_cached(
+                        "UPDATE relay_lanes SET due_at = $2 WHERE subscription_id = $1",
+                    )
+                    .await?,
                     &[&id, &now],
                 )
                 .await?;
@@ -231,7 +265,11 @@ impl PgStore {
     pub async fn delete_subscription(&self, id: &str) -> Result<bool> {
         let c = self.client().await?;
         let n = c
-            .execute("DELETE FROM relay_subscriptions WHERE id = $1", &[&id])
+            .execute(
+                &c.prepare_cached("DELETE FROM relay_subscriptions WHERE id = $1")
+                    .await?,
+                &[&id],
+            )
             .await?;
         Ok(n == 1)
     }
@@ -257,7 +295,8 @@ impl PgStore {
         let hold = hold.as_secs_f64();
         let lanes = tx
             .query(
-                "WITH picked AS (
+                &tx.prepare_cached(
+                    "WITH picked AS (
                    SELECT l.subscription_id, l.lane FROM relay_lanes l
                    JOIN relay_subscriptions s ON s.id = l.subscription_id AND s.enabled
                    WHERE l.due_at <= $4 AND (l.claim_until IS NULL OR l.claim_until < $4)
@@ -267,6 +306,8 @@ impl PgStore {
                  FROM picked
                  WHERE l.subscription_id = picked.subscription_id AND l.lane = picked.lane
                  RETURNING l.subscription_id, l.lane",
+                )
+                .await?,
                 &[&me, &(limit as i64), &hold, &now],
             )
             .await?;
@@ -277,7 +318,8 @@ impl PgStore {
         let names: Vec<String> = lanes.iter().map(|r| r.get(1)).collect();
         let heads = tx
             .query(
-                "SELECT DISTINCT ON (d.subscription_id, d.lane)
+                &tx.prepare_cached(
+                    "SELECT DISTINCT ON (d.subscription_id, d.lane)
                         d.subscription_id, d.lane, d.record, e.body, s.body
                  FROM unnest($1::TEXT[], $2::TEXT[]) AS l(sub, lane)
                  JOIN relay_deliveries d ON d.subscription_id = l.sub AND d.lane = l.lane
@@ -285,6 +327,8 @@ impl PgStore {
                  JOIN relay_subscriptions s ON s.id = d.subscription_id
                  LEFT JOIN relay_events e ON e.id = d.event_id
                  ORDER BY d.subscription_id, d.lane, d.sequence, d.id",
+                )
+                .await?,
                 &[&subs, &names],
             )
             .await?;
@@ -310,10 +354,13 @@ impl PgStore {
         // A lane with nothing pending rests until the next enqueue.
         for (sub, lane) in empty {
             tx.execute(
-                "UPDATE relay_lanes SET due_at = NULL, claimed_by = NULL, claim_until = NULL
+                &tx.prepare_cached(
+                    "UPDATE relay_lanes SET due_at = NULL, claimed_by = NULL, claim_until = NULL
                  WHERE subscription_id = $1 AND lane = $2 AND NOT EXISTS (
                    SELECT 1 FROM relay_deliveries WHERE subscription_id = $1 AND lane = $2
                    AND status = 'pending')",
+                )
+                .await?,
                 &[&sub, &lane],
             )
             .await?;
@@ -327,8 +374,11 @@ impl PgStore {
         let c = self.client().await?;
         for claim in claims {
             c.execute(
-                "UPDATE relay_lanes SET claimed_by = NULL, claim_until = NULL
+                &c.prepare_cached(
+                    "UPDATE relay_lanes SET claimed_by = NULL, claim_until = NULL
                  WHERE subscription_id = $1 AND lane = $2 AND claimed_by = $3",
+                )
+                .await?,
                 &[&&*claim.lane.sub, &&*claim.lane.room, &self.instance()],
             )
             .await?;
@@ -357,8 +407,11 @@ impl PgStore {
             let (sub_id, lane_name) = (&*lane.sub, &*lane.room);
             let held = tx
                 .query_opt(
-                    "SELECT 1 FROM relay_lanes WHERE subscription_id = $1 AND lane = $2
+                    &tx.prepare_cached(
+                        "SELECT 1 FROM relay_lanes WHERE subscription_id = $1 AND lane = $2
                      AND claimed_by = $3 FOR UPDATE",
+                    )
+                    .await?,
                     &[&sub_id, &lane_name, &me],
                 )
                 .await?;
@@ -388,11 +441,14 @@ impl PgStore {
             };
             save_delivery(&tx, &d).await?;
             tx.execute(
-                "UPDATE relay_lanes SET claimed_by = NULL, claim_until = NULL,
+                &tx.prepare_cached(
+                    "UPDATE relay_lanes SET claimed_by = NULL, claim_until = NULL,
                    due_at = CASE WHEN EXISTS (SELECT 1 FROM relay_deliveries
                      WHERE subscription_id = $1 AND lane = $2 AND status = 'pending')
                      THEN $3::TIMESTAMPTZ ELSE NULL END
                  WHERE subscription_id = $1 AND lane = $2",
+                )
+                .await?,
                 &[&sub_id, &lane_name, &due],
             )
             .await?;
@@ -404,7 +460,10 @@ impl PgStore {
             if seen != c.claim.target.sub {
                 let row = tx
                     .query_opt(
-                        "SELECT body FROM relay_subscriptions WHERE id = $1 FOR UPDATE",
+                        &tx.prepare_cached(
+                            "SELECT body FROM relay_subscriptions WHERE id = $1 FOR UPDATE",
+                        )
+                        .await?,
                         &[&sub_id],
                     )
                     .await?;
@@ -428,9 +487,9 @@ impl PgStore {
         let c = self.client().await?;
         let row = c
             .query_one(
-                "SELECT min(GREATEST(l.due_at, COALESCE(l.claim_until, l.due_at)))
+&c.prepare_cached("SELECT min(GREATEST(l.due_at, COALESCE(l.claim_until, l.due_at)))
                  FROM relay_lanes l JOIN relay_subscriptions s ON s.id = l.subscription_id AND s.enabled
-                 WHERE l.due_at IS NOT NULL",
+                 WHERE l.due_at IS NOT NULL").await?,
                 &[],
             )
             .await?;
@@ -443,7 +502,10 @@ impl PgStore {
         let c = self.client().await?;
         let row = c
             .query_opt(
-                "SELECT record FROM relay_deliveries WHERE subscription_id = $1 AND id = $2",
+                &c.prepare_cached(
+                    "SELECT record FROM relay_deliveries WHERE subscription_id = $1 AND id = $2",
+                )
+                .await?,
                 &[&sub, &id],
             )
             .await?;
@@ -463,9 +525,12 @@ impl PgStore {
         let status = status.map(status_str);
         let rows = c
             .query(
-                "SELECT record FROM relay_deliveries WHERE subscription_id = $1
+                &c.prepare_cached(
+                    "SELECT record FROM relay_deliveries WHERE subscription_id = $1
                    AND ($2::TEXT IS NULL OR id < $2) AND ($3::TEXT IS NULL OR status = $3)
                  ORDER BY id DESC LIMIT $4",
+                )
+                .await?,
                 &[&sub, &before, &status, &(limit + 1)],
             )
             .await?;
@@ -483,19 +548,25 @@ impl PgStore {
         let c = self.client().await?;
         let row = c
             .query_one(
-                "SELECT count(*), min(created_at) FROM relay_deliveries
+                &c.prepare_cached(
+                    "SELECT count(*), min(created_at) FROM relay_deliveries
                  WHERE subscription_id = $1 AND status = 'pending'",
+                )
+                .await?,
                 &[&sub],
             )
             .await?;
         let (pending, oldest): (i64, Option<DateTime<Utc>>) = (row.get(0), row.get(1));
         let row = c
             .query_one(
-                "SELECT count(*) FILTER (WHERE status = 'succeeded'),
+                &c.prepare_cached(
+                    "SELECT count(*) FILTER (WHERE status = 'succeeded'),
                         count(*) FILTER (WHERE status = 'failed')
                  FROM (SELECT status FROM relay_deliveries
                        WHERE subscription_id = $1 AND status <> 'pending'
                        ORDER BY id DESC LIMIT $2) recent",
+                )
+                .await?,
                 &[&sub, &RECENT],
             )
             .await?;
@@ -517,7 +588,7 @@ impl PgStore {
         let tx = c.transaction().await?;
         let Some(row) = tx
             .query_opt(
-                "SELECT record FROM relay_deliveries WHERE subscription_id = $1 AND id = $2 FOR UPDATE",
+&tx.prepare_cached("SELECT record FROM relay_deliveries WHERE subscription_id = $1 AND id = $2 FOR UPDATE").await?,
                 &[&sub, &id],
             )
             .await?
@@ -530,8 +601,11 @@ impl PgStore {
         }
         let queued = tx
             .query_opt(
-                "SELECT id FROM relay_deliveries WHERE subscription_id = $1 AND event_id = $2
+                &tx.prepare_cached(
+                    "SELECT id FROM relay_deliveries WHERE subscription_id = $1 AND event_id = $2
                  AND status = 'pending'",
+                )
+                .await?,
                 &[&sub, &d.event_id],
             )
             .await?;
@@ -545,9 +619,12 @@ impl PgStore {
         save_delivery(&tx, &d).await?;
         let lane = lane_of(&d).room.to_string();
         tx.execute(
-            "INSERT INTO relay_lanes (subscription_id, lane, due_at) VALUES ($1, $2, $3)
+            &tx.prepare_cached(
+                "INSERT INTO relay_lanes (subscription_id, lane, due_at) VALUES ($1, $2, $3)
              ON CONFLICT (subscription_id, lane)
              DO UPDATE SET due_at = LEAST(COALESCE(relay_lanes.due_at, $3), $3)",
+            )
+            .await?,
             &[&sub, &lane, &now],
         )
         .await?;
@@ -587,7 +664,8 @@ impl PgStore {
             from = last.get(0);
             let exists = tx
                 .query_opt(
-                    "SELECT 1 FROM relay_subscriptions WHERE id = $1",
+                    &tx.prepare_cached("SELECT 1 FROM relay_subscriptions WHERE id = $1")
+                        .await?,
                     &[&sub.id],
                 )
                 .await?;
@@ -618,7 +696,8 @@ impl PgStore {
         let tx = c.transaction().await?;
         let Some(row) = tx
             .query_opt(
-                "SELECT body FROM relay_subscriptions WHERE id = $1",
+                &tx.prepare_cached("SELECT body FROM relay_subscriptions WHERE id = $1")
+                    .await?,
                 &[&sub],
             )
             .await?
@@ -642,7 +721,7 @@ impl PgStore {
         let c = self.client().await?;
         let row = c
             .query_one(
-                "SELECT count(*), min(created_at) FROM relay_deliveries WHERE status = 'pending'",
+&c.prepare_cached("SELECT count(*), min(created_at) FROM relay_deliveries WHERE status = 'pending'").await?,
                 &[],
             )
             .await?;
@@ -654,8 +733,11 @@ impl PgStore {
         let c = self.client().await?;
         let row = c
             .query_one(
-                "SELECT count(*) FROM relay_deliveries d JOIN relay_subscriptions s
+                &c.prepare_cached(
+                    "SELECT count(*) FROM relay_deliveries d JOIN relay_subscriptions s
                  ON s.id = d.subscription_id AND s.enabled WHERE d.status = 'pending'",
+                )
+                .await?,
                 &[],
             )
             .await?;
@@ -666,9 +748,12 @@ impl PgStore {
     pub async fn prune_deliveries(&self, cutoff: DateTime<Utc>, batch: i64) -> Result<u64> {
         let c = self.client().await?;
         Ok(c.execute(
-            "DELETE FROM relay_deliveries WHERE id IN (
+            &c.prepare_cached(
+                "DELETE FROM relay_deliveries WHERE id IN (
                SELECT id FROM relay_deliveries WHERE status <> 'pending' AND created_at < $1
                LIMIT $2)",
+            )
+            .await?,
             &[&cutoff, &batch],
         )
         .await?)
@@ -681,7 +766,8 @@ const SUBS_LOCK: i64 = 0x7265_6c61_7903;
 async fn save_sub(tx: &impl GenericClient, sub: &Subscription) -> Result<()> {
     let body = serde_json::to_value(sub).expect("subscriptions serialize");
     tx.execute(
-        "UPDATE relay_subscriptions SET body = $2, enabled = $3 WHERE id = $1",
+        &tx.prepare_cached("UPDATE relay_subscriptions SET body = $2, enabled = $3 WHERE id = $1")
+            .await?,
         &[&sub.id, &body, &sub.enabled],
     )
     .await?;
@@ -691,7 +777,8 @@ async fn save_sub(tx: &impl GenericClient, sub: &Subscription) -> Result<()> {
 async fn save_delivery(tx: &impl GenericClient, d: &Delivery) -> Result<()> {
     let record = serde_json::to_value(d).expect("deliveries serialize");
     tx.execute(
-        "UPDATE relay_deliveries SET status = $2, record = $3 WHERE id = $1",
+        &tx.prepare_cached("UPDATE relay_deliveries SET status = $2, record = $3 WHERE id = $1")
+            .await?,
         &[&d.id, &status_str(d.status), &record],
     )
     .await?;

@@ -64,13 +64,15 @@ impl PgStore {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| StoreError::Database(e.to_string()))?;
-        let manager = deadpool_postgres::Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            deadpool_postgres::ManagerConfig {
-                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-            },
-        );
+        let recycling = || deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        };
+        let manager = match super::wants_tls(&config) {
+            true => deadpool_postgres::Manager::from_config(config, super::tls(), recycling()),
+            false => {
+                deadpool_postgres::Manager::from_config(config, tokio_postgres::NoTls, recycling())
+            }
+        };
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(2))
             .wait_timeout(Some(std::time::Duration::from_secs(10)))
@@ -85,7 +87,7 @@ impl PgStore {
             let c = pool.get().await?;
             let row = c
                 .query_one(
-                    "SELECT (SELECT max(id) FROM relay_events), (SELECT max(id) FROM relay_deliveries)",
+&c.prepare_cached("SELECT (SELECT max(id) FROM relay_events), (SELECT max(id) FROM relay_deliveries)").await?,
                     &[],
                 )
                 .await?;
@@ -100,7 +102,7 @@ impl PgStore {
             // a previous run of it held are free again at once.
             let c = pool.get().await?;
             c.execute(
-                "UPDATE relay_lanes SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = $1",
+&c.prepare_cached("UPDATE relay_lanes SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = $1").await?,
                 &[&instance],
             )
             .await?;
@@ -134,7 +136,8 @@ impl PgStore {
     pub async fn ping(&self) -> Result<std::time::Duration> {
         let started = Instant::now();
         let c = self.client().await?;
-        c.query_one("SELECT 1", &[]).await?;
+        c.query_one(&c.prepare_cached("SELECT 1").await?, &[])
+            .await?;
         let took = started.elapsed();
         self.inner.latency_us.store(
             took.as_micros() as u64,
@@ -183,15 +186,21 @@ impl PgStore {
         let id = room.as_str();
         let row = tx
             .query_one(
-                "INSERT INTO relay_rooms (room_id, watched_since) VALUES ($1, now())
+                &tx.prepare_cached(
+                    "INSERT INTO relay_rooms (room_id, watched_since) VALUES ($1, now())
                  ON CONFLICT (room_id) DO UPDATE
                    SET watched_since = COALESCE(relay_rooms.watched_since, now())
                  RETURNING relay_rooms.watched_since = now()",
+                )
+                .await?,
                 &[&id],
             )
             .await?;
         tx.execute(
-            "INSERT INTO relay_leases (room_id) VALUES ($1) ON CONFLICT DO NOTHING",
+            &tx.prepare_cached(
+                "INSERT INTO relay_leases (room_id) VALUES ($1) ON CONFLICT DO NOTHING",
+            )
+            .await?,
             &[&id],
         )
         .await?;
@@ -205,14 +214,21 @@ impl PgStore {
     pub async fn watch_within(&self, rooms: &[RoomId], max: usize) -> Result<Option<Vec<bool>>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WATCH_LOCK])
-            .await?;
+        tx.execute(
+            &tx.prepare_cached("SELECT pg_advisory_xact_lock($1)")
+                .await?,
+            &[&WATCH_LOCK],
+        )
+        .await?;
         let ids: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
         let row = tx
             .query_one(
-                "SELECT (SELECT count(*) FROM relay_rooms WHERE watched_since IS NOT NULL),
+                &tx.prepare_cached(
+                    "SELECT (SELECT count(*) FROM relay_rooms WHERE watched_since IS NOT NULL),
                         (SELECT count(*) FROM relay_rooms WHERE watched_since IS NOT NULL
                            AND room_id = ANY($1))",
+                )
+                .await?,
                 &[&ids],
             )
             .await?;
@@ -225,15 +241,21 @@ impl PgStore {
         for id in &ids {
             let row = tx
                 .query_one(
-                    "INSERT INTO relay_rooms (room_id, watched_since) VALUES ($1, now())
+                    &tx.prepare_cached(
+                        "INSERT INTO relay_rooms (room_id, watched_since) VALUES ($1, now())
                      ON CONFLICT (room_id) DO UPDATE
                        SET watched_since = COALESCE(relay_rooms.watched_since, now())
                      RETURNING relay_rooms.watched_since = now()",
+                    )
+                    .await?,
                     &[id],
                 )
                 .await?;
             tx.execute(
-                "INSERT INTO relay_leases (room_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                &tx.prepare_cached(
+                    "INSERT INTO relay_leases (room_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                )
+                .await?,
                 &[id],
             )
             .await?;
@@ -249,12 +271,16 @@ impl PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let id = room.as_str();
-        tx.execute("DELETE FROM relay_leases WHERE room_id = $1", &[&id])
-            .await?;
+        tx.execute(
+            &tx.prepare_cached("DELETE FROM relay_leases WHERE room_id = $1")
+                .await?,
+            &[&id],
+        )
+        .await?;
         let n = tx
             .execute(
-                "UPDATE relay_rooms SET watched_since = NULL, snapshot = NULL, version = version + 1
-                 WHERE room_id = $1 AND watched_since IS NOT NULL",
+&tx.prepare_cached("UPDATE relay_rooms SET watched_since = NULL, snapshot = NULL, version = version + 1
+                 WHERE room_id = $1 AND watched_since IS NOT NULL").await?,
                 &[&id],
             )
             .await?;
@@ -287,7 +313,7 @@ impl PgStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT room_id, owner FROM relay_leases WHERE owner IS NOT NULL AND expires_at > now()",
+&c.prepare_cached("SELECT room_id, owner FROM relay_leases WHERE owner IS NOT NULL AND expires_at > now()").await?,
                 &[],
             )
             .await?;
@@ -298,7 +324,10 @@ impl PgStore {
         let c = self.client().await?;
         let row = c
             .query_opt(
-                "SELECT owner FROM relay_leases WHERE room_id = $1 AND expires_at > now()",
+                &c.prepare_cached(
+                    "SELECT owner FROM relay_leases WHERE room_id = $1 AND expires_at > now()",
+                )
+                .await?,
                 &[&room],
             )
             .await?;
@@ -318,7 +347,7 @@ impl PgStore {
         let value = serde_json::to_value(schedule).expect("windows serialize");
         let n = c
             .execute(
-                "UPDATE relay_rooms SET schedule = $2 WHERE room_id = $1 AND watched_since IS NOT NULL",
+&c.prepare_cached("UPDATE relay_rooms SET schedule = $2 WHERE room_id = $1 AND watched_since IS NOT NULL").await?,
                 &[&room.as_str(), &value],
             )
             .await?;
@@ -329,7 +358,8 @@ impl PgStore {
         let c = self.client().await?;
         let row = c
             .query_opt(
-                "SELECT poll_history FROM relay_rooms WHERE room_id = $1",
+                &c.prepare_cached("SELECT poll_history FROM relay_rooms WHERE room_id = $1")
+                    .await?,
                 &[&room],
             )
             .await?;
@@ -343,7 +373,8 @@ impl PgStore {
         let c = self.client().await?;
         let value = serde_json::to_value(history).expect("history serializes");
         c.execute(
-            "UPDATE relay_rooms SET poll_history = $2 WHERE room_id = $1",
+            &c.prepare_cached("UPDATE relay_rooms SET poll_history = $2 WHERE room_id = $1")
+                .await?,
             &[&room, &value],
         )
         .await?;
@@ -355,7 +386,7 @@ impl PgStore {
         let c = self.client().await?;
         let held = c
             .query_opt(
-                "SELECT epoch FROM relay_leases WHERE room_id = $1 AND owner = $2 AND expires_at > now()",
+&c.prepare_cached("SELECT epoch FROM relay_leases WHERE room_id = $1 AND owner = $2 AND expires_at > now()").await?,
                 &[&room.as_str(), &self.instance()],
             )
             .await?;
@@ -408,14 +439,14 @@ impl PgStore {
             let sequence = stored.last().and_then(|e| e.sequence()).map(|s| s as i64);
             let row = tx
                 .query_opt(
-                    "UPDATE relay_rooms r
+&tx.prepare_cached("UPDATE relay_rooms r
                      SET snapshot = $2, version = r.version + 1,
                          sequence = COALESCE($3, r.sequence),
                          last_changed_at = CASE WHEN $3::BIGINT IS NULL THEN r.last_changed_at ELSE $7 END
                      WHERE r.room_id = $1 AND r.version = $4 AND r.watched_since IS NOT NULL
                        AND EXISTS (SELECT 1 FROM relay_leases l WHERE l.room_id = $1
                                    AND l.owner = $5 AND l.epoch = $6 AND l.expires_at > now())
-                     RETURNING r.version",
+                     RETURNING r.version").await?,
                     &[
                         &id,
                         &snapshot,
@@ -466,7 +497,11 @@ impl PgStore {
     pub async fn event(&self, id: &str) -> Result<Option<Event>> {
         let c = self.client().await?;
         let row = c
-            .query_opt("SELECT id, body FROM relay_events WHERE id = $1", &[&id])
+            .query_opt(
+                &c.prepare_cached("SELECT id, body FROM relay_events WHERE id = $1")
+                    .await?,
+                &[&id],
+            )
             .await?;
         row.map(|r| event_of(&r)).transpose()
     }
@@ -478,11 +513,14 @@ impl PgStore {
         let kind = filter.kind.map(EventType::as_str);
         let rows = c
             .query(
-                "SELECT id, body FROM relay_events
+                &c.prepare_cached(
+                    "SELECT id, body FROM relay_events
                  WHERE ($1::TEXT IS NULL OR room_id = $1)
                    AND ($2::TEXT IS NULL OR type = $2)
                    AND ($3::TEXT IS NULL OR id > $3)
                  ORDER BY id LIMIT $4",
+                )
+                .await?,
                 &[&filter.room, &kind, &filter.after, &(limit + 1)],
             )
             .await?;
@@ -500,11 +538,14 @@ impl PgStore {
         let floor = event_id(crate::ids::floor_of_ms(crate::outbox::ms(cutoff)));
         let n = c
             .execute(
-                "DELETE FROM relay_events WHERE id IN (
+                &c.prepare_cached(
+                    "DELETE FROM relay_events WHERE id IN (
                    SELECT e.id FROM relay_events e WHERE e.id < $1
                    AND NOT EXISTS (SELECT 1 FROM relay_deliveries d
                                    WHERE d.event_id = e.id AND d.status = 'pending')
                    ORDER BY e.id LIMIT $2)",
+                )
+                .await?,
                 &[&floor, &batch],
             )
             .await?;
@@ -547,7 +588,7 @@ pub(super) async fn insert_event(
 ) -> Result<()> {
     let sequence = e.sequence().map(|s| s as i64);
     tx.execute(
-        "INSERT INTO relay_events (id, room_id, sequence, type, body) VALUES ($1, $2, $3, $4, $5)",
+&tx.prepare_cached("INSERT INTO relay_events (id, room_id, sequence, type, body) VALUES ($1, $2, $3, $4, $5)").await?,
         &[
             &e.id,
             &e.room_id(),
@@ -565,7 +606,7 @@ pub(super) async fn notify_events(
     largest: u128,
 ) -> Result<()> {
     tx.execute(
-        "SELECT pg_notify($1, $2)",
+        &tx.prepare_cached("SELECT pg_notify($1, $2)").await?,
         &[&EVENTS_CHANNEL, &largest.to_string()],
     )
     .await?;

@@ -258,3 +258,20 @@ async fn lanes_are_shared_across_instances_one_head_at_a_time() {
         "the lane moved on, in order"
     );
 }
+
+#[test]
+fn only_sslmode_require_asks_for_tls() {
+    let wants = |url: &str| super::wants_tls(&url.parse().unwrap());
+    assert!(wants("postgres://u@db.example.com/relay?sslmode=require"));
+    assert!(!wants("postgres://u@db.example.com/relay"));
+    assert!(!wants("postgres://u@127.0.0.1/relay?sslmode=disable"));
+}
+
+/// Asked for TLS, a server without it is refused, never spoken to in plain text.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
+async fn sslmode_require_speaks_tls_or_not_at_all() {
+    let url = format!("{}?sslmode=require", fresh_database().await);
+    let refused = PgStore::open(&url, "tls".into(), 2).await;
+    assert!(refused.is_err(), "the test server has no TLS");
+}
