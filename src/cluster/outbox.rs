@@ -6,7 +6,7 @@
 //! delivery with the smallest sequence, so a retried or replayed older
 //! event simply becomes the head: no lane state can go stale.
 
-use super::store::{event_of, insert_event, notify_events, PgStore, OUTBOX_CHANNEL};
+use super::store::{event_of, insert_events, notify_events, PgStore, OUTBOX_CHANNEL};
 use crate::db::{Result, StoreError};
 use crate::event::Event;
 use crate::ids::{delivery_id, Ids};
@@ -65,25 +65,19 @@ pub(super) async fn enqueue(
     events: &[Event],
     now: DateTime<Utc>,
 ) -> Result<bool> {
-    let mut any = false;
+    let mut batch = Vec::new();
     for event in events {
         for sub in subs.iter().filter(|s| s.enabled && s.wants(event)) {
             let id = delivery_id(ids.next_at(crate::outbox::ms(now)));
-            any |= queue_one(tx, sub, event, id, now).await?;
+            batch.push(queued(sub, event, id, now));
         }
     }
-    Ok(any)
+    Ok(queue(tx, &batch, now).await? > 0)
 }
 
-/// One delivery into its lane, unless the lane holds the event already.
-async fn queue_one(
-    tx: &impl GenericClient,
-    sub: &Subscription,
-    event: &Event,
-    id: String,
-    now: DateTime<Utc>,
-) -> Result<bool> {
-    let d = Delivery {
+/// A new delivery of `event` to `sub`, pending.
+fn queued(sub: &Subscription, event: &Event, id: String, now: DateTime<Utc>) -> Delivery {
+    Delivery {
         id,
         subscription_id: sub.id.clone(),
         event_id: event.id.clone(),
@@ -95,44 +89,59 @@ async fn queue_one(
         schedule_start: 0,
         created_at: now,
         next_attempt_at: None,
-    };
-    let lane = lane_of(&d).room.to_string();
-    let record = serde_json::to_value(&d).expect("deliveries serialize");
-    let n = tx
-        .execute(
+    }
+}
+
+/// Deliveries into their lanes, two statements for any number, skipping
+/// each whose lane holds its event already; returns how many went in.
+async fn queue(tx: &impl GenericClient, batch: &[Delivery], now: DateTime<Utc>) -> Result<usize> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<&str> = batch.iter().map(|d| d.id.as_str()).collect();
+    let subs: Vec<&str> = batch.iter().map(|d| d.subscription_id.as_str()).collect();
+    let events: Vec<&str> = batch.iter().map(|d| d.event_id.as_str()).collect();
+    let lanes: Vec<String> = batch.iter().map(|d| lane_of(d).room.to_string()).collect();
+    let seqs: Vec<i64> = batch
+        .iter()
+        .map(|d| d.sequence.unwrap_or(0) as i64)
+        .collect();
+    let records: Vec<serde_json::Value> = batch
+        .iter()
+        .map(|d| serde_json::to_value(d).expect("deliveries serialize"))
+        .collect();
+    let added = tx
+        .query(
             &tx.prepare_cached(
                 "INSERT INTO relay_deliveries
-               (id, subscription_id, event_id, lane, sequence, status, created_at, record)
-             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)
-             ON CONFLICT (subscription_id, event_id) WHERE status = 'pending' DO NOTHING",
+                   (id, subscription_id, event_id, lane, sequence, status, created_at, record)
+                 SELECT u.id, u.sub, u.event, u.lane, u.seq, 'pending', $7, u.record
+                 FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::JSONB[])
+                   AS u(id, sub, event, lane, seq, record)
+                 ON CONFLICT (subscription_id, event_id) WHERE status = 'pending' DO NOTHING
+                 RETURNING subscription_id, lane",
             )
             .await?,
-            &[
-                &d.id,
-                &d.subscription_id,
-                &d.event_id,
-                &lane,
-                &(d.sequence.unwrap_or(0) as i64),
-                &now,
-                &record,
-            ],
+            &[&ids, &subs, &events, &lanes, &seqs, &records, &now],
         )
         .await?;
-    if n == 0 {
-        return Ok(false);
-    }
+    let mut touched: Vec<(String, String)> = added.iter().map(|r| (r.get(0), r.get(1))).collect();
+    touched.sort();
+    touched.dedup();
+    let (subs, lanes): (Vec<String>, Vec<String>) = touched.into_iter().unzip();
     // An idle lane is due now; a busy or waiting one keeps its head's time.
     tx.execute(
         &tx.prepare_cached(
-            "INSERT INTO relay_lanes (subscription_id, lane, due_at) VALUES ($1, $2, $3)
-         ON CONFLICT (subscription_id, lane)
-         DO UPDATE SET due_at = COALESCE(relay_lanes.due_at, $3)",
+            "INSERT INTO relay_lanes (subscription_id, lane, due_at)
+             SELECT u.sub, u.lane, $3 FROM unnest($1::TEXT[], $2::TEXT[]) AS u(sub, lane)
+             ON CONFLICT (subscription_id, lane)
+             DO UPDATE SET due_at = COALESCE(relay_lanes.due_at, $3)",
         )
         .await?,
-        &[&d.subscription_id, &lane, &now],
+        &[&subs, &lanes, &now],
     )
     .await?;
-    Ok(true)
+    Ok(added.len())
 }
 
 impl PgStore {
@@ -386,10 +395,11 @@ impl PgStore {
         Ok(())
     }
 
-    /// Record attempts and what follows from each, in one transaction: the
-    /// delivery, its lane's next due time, and its subscription's health.
-    /// A claim this instance no longer holds (it expired and another took
-    /// it) records nothing: the other holder sends again (at least once).
+    /// Record attempts and what follows from each, in one transaction of a
+    /// few statements for the whole batch: the deliveries, their lanes'
+    /// next due times, and (when it changes) a subscription's health. A
+    /// claim this instance no longer holds (it expired and another took it)
+    /// records nothing: the other holder sends again (at least once).
     /// Returns how many were recorded.
     pub async fn complete(&self, done: Vec<Completion>, now: DateTime<Utc>) -> Result<usize> {
         if done.is_empty() {
@@ -397,89 +407,125 @@ impl PgStore {
         }
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let me = self.instance();
-        let mut recorded = 0;
         // Rows are locked in one order everywhere: no two batches deadlock.
         let mut done = done;
         done.sort_by(|a, b| a.claim.lane.cmp(&b.claim.lane));
-        for c in done {
-            let lane = &c.claim.lane;
-            let (sub_id, lane_name) = (&*lane.sub, &*lane.room);
-            let held = tx
-                .query_opt(
-                    &tx.prepare_cached(
-                        "SELECT 1 FROM relay_lanes WHERE subscription_id = $1 AND lane = $2
-                     AND claimed_by = $3 FOR UPDATE",
-                    )
-                    .await?,
-                    &[&sub_id, &lane_name, &me],
+        let subs: Vec<&str> = done.iter().map(|c| &*c.claim.lane.sub).collect();
+        let lanes: Vec<&str> = done.iter().map(|c| &*c.claim.lane.room).collect();
+        let held: std::collections::HashSet<(String, String)> = tx
+            .query(
+                &tx.prepare_cached(
+                    "SELECT l.subscription_id, l.lane FROM relay_lanes l
+                     JOIN unnest($1::TEXT[], $2::TEXT[]) AS u(sub, lane)
+                       ON l.subscription_id = u.sub AND l.lane = u.lane
+                     WHERE l.claimed_by = $3
+                     ORDER BY l.subscription_id, l.lane FOR UPDATE OF l",
                 )
-                .await?;
-            if held.is_none() {
-                continue;
-            }
+                .await?,
+                &[&subs, &lanes, &self.instance()],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let done: Vec<Completion> = done
+            .into_iter()
+            .filter(|c| {
+                held.contains(&(c.claim.lane.sub.to_string(), c.claim.lane.room.to_string()))
+            })
+            .collect();
+        let mut recorded = Vec::with_capacity(done.len());
+        let mut health = Vec::new();
+        for c in done {
+            let (verdict, lane) = (c.verdict, c.claim.lane);
             let mut d = c.claim.delivery;
             d.attempts.push(c.attempt);
-            let due: Option<DateTime<Utc>> = match &c.verdict {
+            let due = match verdict {
                 Verdict::Succeeded | Verdict::Failed => {
-                    d.status = if c.verdict == Verdict::Succeeded {
+                    d.status = if verdict == Verdict::Succeeded {
                         DeliveryStatus::Succeeded
                     } else {
                         DeliveryStatus::Failed
                     };
                     d.next_attempt_at = None;
-                    Some(now)
+                    now
                 }
                 Verdict::RetryAt(t) => {
-                    d.next_attempt_at = Some(*t);
-                    Some(*t)
+                    d.next_attempt_at = Some(t);
+                    t
                 }
                 Verdict::Hold => {
                     d.next_attempt_at = None;
-                    Some(now)
+                    now
                 }
             };
-            save_delivery(&tx, &d).await?;
-            tx.execute(
-                &tx.prepare_cached(
-                    "UPDATE relay_lanes SET claimed_by = NULL, claim_until = NULL,
-                   due_at = CASE WHEN EXISTS (SELECT 1 FROM relay_deliveries
-                     WHERE subscription_id = $1 AND lane = $2 AND status = 'pending')
-                     THEN $3::TIMESTAMPTZ ELSE NULL END
-                 WHERE subscription_id = $1 AND lane = $2",
-                )
-                .await?,
-                &[&sub_id, &lane_name, &due],
-            )
-            .await?;
             // Health is written only when it changes (rarely: a first
             // failure, a recovery, a 410), so instances completing one
             // subscription's deliveries do not queue on its row.
             let mut seen = c.claim.target.sub.clone();
             keep_health(&mut seen, c.health, now);
             if seen != c.claim.target.sub {
-                let row = tx
-                    .query_opt(
-                        &tx.prepare_cached(
-                            "SELECT body FROM relay_subscriptions WHERE id = $1 FOR UPDATE",
-                        )
-                        .await?,
-                        &[&sub_id],
+                health.push((lane.sub.clone(), c.health));
+            }
+            recorded.push((d, lane, due));
+        }
+        let ids: Vec<&str> = recorded.iter().map(|(d, _, _)| d.id.as_str()).collect();
+        let statuses: Vec<&str> = recorded
+            .iter()
+            .map(|(d, _, _)| status_str(d.status))
+            .collect();
+        let records: Vec<serde_json::Value> = recorded
+            .iter()
+            .map(|(d, _, _)| serde_json::to_value(d).expect("deliveries serialize"))
+            .collect();
+        tx.execute(
+            &tx.prepare_cached(
+                "UPDATE relay_deliveries d SET status = u.status, record = u.record
+                 FROM unnest($1::TEXT[], $2::TEXT[], $3::JSONB[]) AS u(id, status, record)
+                 WHERE d.id = u.id",
+            )
+            .await?,
+            &[&ids, &statuses, &records],
+        )
+        .await?;
+        let subs: Vec<&str> = recorded.iter().map(|(_, l, _)| &*l.sub).collect();
+        let lanes: Vec<&str> = recorded.iter().map(|(_, l, _)| &*l.room).collect();
+        let dues: Vec<DateTime<Utc>> = recorded.iter().map(|(_, _, due)| *due).collect();
+        // Released; due again when work is left, else at rest.
+        tx.execute(
+            &tx.prepare_cached(
+                "UPDATE relay_lanes l SET claimed_by = NULL, claim_until = NULL,
+                   due_at = CASE WHEN EXISTS (SELECT 1 FROM relay_deliveries d
+                     WHERE d.subscription_id = l.subscription_id AND d.lane = l.lane
+                     AND d.status = 'pending') THEN u.due ELSE NULL END
+                 FROM unnest($1::TEXT[], $2::TEXT[], $3::TIMESTAMPTZ[]) AS u(sub, lane, due)
+                 WHERE l.subscription_id = u.sub AND l.lane = u.lane",
+            )
+            .await?,
+            &[&subs, &lanes, &dues],
+        )
+        .await?;
+        for (sub_id, h) in health {
+            let row = tx
+                .query_opt(
+                    &tx.prepare_cached(
+                        "SELECT body FROM relay_subscriptions WHERE id = $1 FOR UPDATE",
                     )
-                    .await?;
-                if let Some(row) = row {
-                    let before = decode_sub(row.get(0))?;
-                    let mut sub = before.clone();
-                    keep_health(&mut sub, c.health, now);
-                    if sub != before {
-                        save_sub(&tx, &sub).await?;
-                    }
+                    .await?,
+                    &[&&*sub_id],
+                )
+                .await?;
+            if let Some(row) = row {
+                let before = decode_sub(row.get(0))?;
+                let mut sub = before.clone();
+                keep_health(&mut sub, h, now);
+                if sub != before {
+                    save_sub(&tx, &sub).await?;
                 }
             }
-            recorded += 1;
         }
         tx.commit().await?;
-        Ok(recorded)
+        Ok(recorded.len())
     }
 
     /// When the next lane head is due, across the cluster.
@@ -672,13 +718,15 @@ impl PgStore {
             if exists.is_none() {
                 return Ok(queued);
             }
+            let mut batch = Vec::new();
             for row in &rows {
                 let event = event_of(row)?;
                 if event.timestamp >= since && sub.wants(&event) {
                     let id = delivery_id(self.inner.ids.next_at(crate::outbox::ms(now)));
-                    queued += queue_one(&tx, sub, &event, id, now).await? as usize;
+                    batch.push(self::queued(sub, &event, id, now));
                 }
             }
+            queued += queue(&tx, &batch, now).await?;
             tx.execute(&format!("NOTIFY {OUTBOX_CHANNEL}"), &[]).await?;
             tx.commit().await?;
         }
@@ -707,9 +755,9 @@ impl PgStore {
         let sub = decode_sub(row.get(0))?;
         let key = self.inner.ids.next_at(crate::outbox::ms(now));
         event.id = crate::ids::event_id(key);
-        insert_event(&tx, &event).await?;
+        insert_events(&tx, std::slice::from_ref(&event)).await?;
         let id = delivery_id(self.inner.ids.next_at(crate::outbox::ms(now)));
-        queue_one(&tx, &sub, &event, id, now).await?;
+        queue(&tx, &[queued(&sub, &event, id, now)], now).await?;
         tx.execute(&format!("NOTIFY {OUTBOX_CHANNEL}"), &[]).await?;
         notify_events(&tx, key).await?;
         tx.commit().await?;

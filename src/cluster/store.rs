@@ -11,7 +11,6 @@ use crate::ids::{event_id, event_key, Ids};
 use crate::poller::history::History;
 use crate::room::{RoomId, RoomStatus};
 use crate::store::{Base, ClassWindow, EventFilter, EventPage, PollAnswer, PollCommit, RoomRecord};
-use crate::subscription::Subscription;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Object, Pool};
 use std::sync::Arc;
@@ -425,9 +424,9 @@ impl PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let me = self.instance();
-        let mut subs: Option<Vec<Subscription>> = None;
         let mut outcomes = Vec::with_capacity(answers.len());
-        let (mut queued, mut largest) = (false, 0u128);
+        let mut new_events: Vec<Event> = Vec::new();
+        let mut latest = DateTime::<Utc>::MIN_UTC;
         for (a, epoch) in answers {
             let id = a.room.as_str();
             let snapshot = serde_json::to_value(&a.status).expect("statuses serialize");
@@ -470,23 +469,22 @@ impl PgStore {
                 });
                 continue;
             }
-            for e in &stored {
-                insert_event(&tx, e).await?;
-                largest = largest.max(event_key(&e.id).unwrap_or(0));
-            }
-            if subs.is_none() {
-                subs = Some(super::outbox::enabled_subscriptions(&tx).await?);
-            }
-            let subs = subs.as_deref().unwrap_or_default();
-            queued |=
-                super::outbox::enqueue(&tx, &self.inner.ids, subs, &stored, a.seen_at).await?;
+            latest = latest.max(a.seen_at);
+            new_events.extend(stored.iter().cloned());
             outcomes.push(PollCommit::Changed(stored));
+        }
+        // The batch's events and their deliveries, a statement each.
+        let mut queued = false;
+        if !new_events.is_empty() {
+            insert_events(&tx, &new_events).await?;
+            let largest = new_events.iter().filter_map(|e| event_key(&e.id)).max();
+            let subs = super::outbox::enabled_subscriptions(&tx).await?;
+            queued =
+                super::outbox::enqueue(&tx, &self.inner.ids, &subs, &new_events, latest).await?;
+            notify_events(&tx, largest.unwrap_or(0)).await?;
         }
         if queued {
             tx.execute(&format!("NOTIFY {OUTBOX_CHANNEL}"), &[]).await?;
-        }
-        if largest > 0 {
-            notify_events(&tx, largest).await?;
         }
         tx.commit().await?;
         Ok(outcomes)
@@ -582,20 +580,26 @@ pub(super) fn event_of(r: &Row) -> Result<Event> {
     Event::from_body(id, &body).map_err(|e| corrupt("relay_events", e))
 }
 
-pub(super) async fn insert_event(
+/// Many events in one statement.
+pub(super) async fn insert_events(
     tx: &impl deadpool_postgres::GenericClient,
-    e: &Event,
+    events: &[Event],
 ) -> Result<()> {
-    let sequence = e.sequence().map(|s| s as i64);
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let rooms: Vec<Option<&str>> = events.iter().map(|e| e.room_id()).collect();
+    let seqs: Vec<Option<i64>> = events
+        .iter()
+        .map(|e| e.sequence().map(|s| s as i64))
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let bodies: Vec<Vec<u8>> = events.iter().map(webhook_body).collect();
     tx.execute(
-&tx.prepare_cached("INSERT INTO relay_events (id, room_id, sequence, type, body) VALUES ($1, $2, $3, $4, $5)").await?,
-        &[
-            &e.id,
-            &e.room_id(),
-            &sequence,
-            &e.kind.as_str(),
-            &webhook_body(e),
-        ],
+        &tx.prepare_cached(
+            "INSERT INTO relay_events (id, room_id, sequence, type, body)
+             SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::BYTEA[])",
+        )
+        .await?,
+        &[&ids, &rooms, &seqs, &kinds, &bodies],
     )
     .await?;
     Ok(())
