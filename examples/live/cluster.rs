@@ -59,6 +59,8 @@ struct Figures {
     cpu_per_poll_us: f64,
     deliveries_per_s: f64,
     cpu_per_delivery_us: f64,
+    /// Of which the database server's.
+    db_per_delivery_us: f64,
 }
 
 async fn polls(relays: &[Relay]) -> f64 {
@@ -116,7 +118,7 @@ async fn run(
     relays[0].subscribe(&nginx.hook, json!([])).await;
     let before = nginx.count_lines("hook.log");
     let expected = rooms * 3;
-    let (c0, t0) = (cpu(&relays), Instant::now());
+    let (c0, d0, t0) = (cpu(&relays), database_cpu(), Instant::now());
     live_all();
     let deadline = Instant::now() + Duration::from_secs(600);
     while nginx.count_lines("hook.log") < before + expected {
@@ -124,8 +126,9 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = t0.elapsed().as_secs_f64();
-    let c1 = cpu(&relays);
+    let (c1, d1) = (cpu(&relays), database_cpu());
     Figures {
+        db_per_delivery_us: (d1 - d0) / expected as f64 * 1e6,
         polls_per_s,
         cpu_per_poll_us,
         deliveries_per_s: expected as f64 / took,
@@ -153,7 +156,7 @@ pub async fn compare(
         let f = run(nginx, rooms, url.as_deref(), n, &live_all).await;
         let (bp, bd) = *base.get_or_insert((f.cpu_per_poll_us, f.cpu_per_delivery_us));
         println!(
-            "cluster: {name}, {rooms} rooms at 1 s: {:.0} polls/s at {:.1} µs CPU per unchanged poll ({:.2} of sled); {} deliveries at {:.0}/s, {:.0} µs CPU per delivery ({:.2} of sled); relays' and database's CPU",
+            "cluster: {name}, {rooms} rooms at 1 s: {:.0} polls/s at {:.1} µs CPU per unchanged poll ({:.2} of sled); {} deliveries at {:.0}/s, {:.0} µs CPU per delivery ({:.2} of sled), {:.0} µs of it the database's",
             f.polls_per_s,
             f.cpu_per_poll_us,
             f.cpu_per_poll_us / bp,
@@ -161,6 +164,7 @@ pub async fn compare(
             f.deliveries_per_s,
             f.cpu_per_delivery_us,
             f.cpu_per_delivery_us / bd,
+            f.db_per_delivery_us,
         );
     }
 }

@@ -173,6 +173,25 @@ async fn three_relays_survive_a_kill_and_a_freeze_losing_nothing() {
         shown.values().all(|o| o.is_string()),
         "every room has an owner"
     );
+    // The dead and the frozen instance's rooms were taken over, not waited for.
+    let mut takeovers = 0.0;
+    for r in &relays {
+        let text = reqwest::get(format!("{}/metrics", r.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        takeovers += text
+            .lines()
+            .find(|l| l.starts_with("relay_lease_takeovers_total "))
+            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    }
+    assert!(
+        takeovers >= (ROOMS / 3) as f64,
+        "{takeovers} rooms taken over"
+    );
 
     // A state must be an event when it was served three times inside one
     // stable stretch: between disruptions, and past the lease TTL after
@@ -248,7 +267,7 @@ async fn three_relays_survive_a_kill_and_a_freeze_losing_nothing() {
     // the delivery concurrency (64) each.
     assert!(repeats <= 2 * 64, "{repeats} repeats");
     eprintln!(
-        "cluster: {changes} upstream changes, {} events, {must_see} changes that had to be seen were seen, {} webhooks ({repeats} repeats), {per_room:.2} polls per room per interval when steady",
+        "cluster: {changes} upstream changes, {takeovers} rooms taken over, {} events, {must_see} changes that had to be seen were seen, {} webhooks ({repeats} repeats), {per_room:.2} polls per room per interval when steady",
         events.len(),
         hooks.len()
     );
