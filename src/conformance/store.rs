@@ -428,3 +428,78 @@ async fn restart(mut h: Harness) {
     };
     assert_eq!(e[0].sequence(), Some(2));
 }
+
+on_both!(initial_events_diff_against_nothing, initial_events);
+async fn initial_events(h: Harness) {
+    h.watch(&[room()]).await;
+    let PollCommit::Changed(events) =
+        h.db.record_poll(&room(), &live(1), Utc::now(), true)
+            .await
+            .unwrap()
+    else {
+        panic!("expected events");
+    };
+    let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "room.created",
+            "room.started",
+            "teacher.joined",
+            "participants.changed"
+        ]
+    );
+    assert!(events[0].data["previous"].is_null());
+}
+
+on_both!(a_rewatch_fences_a_poll_from_before_it, rewatch);
+/// Unwatching moves the version: a poll diffed before it cannot write its
+/// old snapshot back after a re-watch.
+async fn rewatch(h: Harness) {
+    let now = Utc::now();
+    let db = &h.db;
+    h.watch(&[room()]).await;
+    db.record_poll(&room(), &live(1), now, false).await.unwrap();
+    let base = db.base(&room()).await.unwrap().unwrap();
+    let late = crate::store::PollAnswer::diffed(&room(), &base, &live(2), now, false).unwrap();
+    db.unwatch(&room()).await.unwrap();
+    h.watch(&[room()]).await;
+    let outcome = match db {
+        crate::backend::Backend::Sled(s) => s.commit_polls(&[late]).unwrap(),
+        crate::backend::Backend::Postgres(p) => {
+            let epoch = p.lease_epoch(&room()).await.unwrap().unwrap();
+            p.commit_polls(&[(late, epoch)]).await.unwrap()
+        }
+    };
+    assert_eq!(outcome, vec![PollCommit::Stale]);
+    assert_eq!(db.room("math 101").await.unwrap().unwrap().snapshot, None);
+}
+
+on_both!(schedule_and_learned_history_survive_a_restart, hints);
+async fn hints(mut h: Harness) {
+    use crate::poller::budget::Phase;
+    use crate::poller::history::History;
+    let now = Utc::now();
+    let window = crate::store::ClassWindow {
+        start: now,
+        end: now + Duration::hours(1),
+    };
+    let mut learned = History::default();
+    learned.record_start(now.timestamp() as f64);
+    learned.dwell(Phase::Live, 600.0, 12.0);
+    h.watch(&[room()]).await;
+    assert!(h.db.set_schedule(&room(), &[window]).await.unwrap());
+    let elsewhere = RoomId::parse("not watched").unwrap();
+    assert!(!h.db.set_schedule(&elsewhere, &[window]).await.unwrap());
+    h.db.save_poll_history(room().as_str(), &learned)
+        .await
+        .unwrap();
+    h.reopen().await;
+    assert_eq!(h.db.poll_history("math 101").await.unwrap(), learned);
+    let record = h.db.room("math 101").await.unwrap().unwrap();
+    assert_eq!(record.schedule, vec![window]);
+    assert_eq!(
+        h.db.poll_history("other").await.unwrap(),
+        History::default()
+    );
+}

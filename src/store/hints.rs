@@ -47,37 +47,3 @@ impl Store {
         Ok(())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::poller::budget::Phase;
-
-    #[test]
-    fn history_and_schedule_survive_a_restart() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let room = RoomId::parse("math-101").unwrap();
-        let now = Utc::now();
-        let window = ClassWindow {
-            start: now,
-            end: now + chrono::Duration::hours(1),
-        };
-        let mut h = History::default();
-        h.record_start(now.timestamp() as f64);
-        h.dwell(Phase::Live, 600.0, 12.0);
-        {
-            let store = Store::open(dir.path(), 1 << 20).unwrap();
-            store.watch(&room, now).unwrap();
-            assert!(store.set_schedule(&room, &[window]).unwrap());
-            store.save_poll_history(room.as_str(), &h).unwrap();
-            store.db.flush().unwrap();
-        }
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(store.poll_history("math-101").unwrap(), h);
-        assert_eq!(
-            store.room("math-101").unwrap().unwrap().schedule,
-            vec![window]
-        );
-        assert_eq!(store.poll_history("other").unwrap(), History::default());
-    }
-}
