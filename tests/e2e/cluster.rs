@@ -1,7 +1,8 @@
 //! Cluster mode: three relay processes on one PostgreSQL (started by
 //! `scripts/test.sh`), 300 rooms whose classes change all the while, one
 //! receiver. One instance is SIGKILLed and started again; another is frozen
-//! with SIGSTOP past the lease TTL, then thawed. No change the upstream
+//! with SIGSTOP past the lease TTL, then thawed; a third stops cleanly at
+//! the end and hands its rooms back. No change the upstream
 //! served to an owner is lost, none is emitted twice, every event is
 //! delivered in order per room, and outside takeovers each room is polled
 //! about once per interval.
@@ -60,6 +61,25 @@ async fn owners(base: &str) -> HashMap<String, Value> {
             )
         })
         .collect()
+}
+
+/// Leases the relays took over from one that stopped renewing.
+async fn takeovers_of(relays: &[Relay]) -> f64 {
+    let mut n = 0.0;
+    for r in relays {
+        let text = reqwest::get(format!("{}/metrics", r.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        n += text
+            .lines()
+            .find(|l| l.starts_with("relay_lease_takeovers_total "))
+            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    }
+    n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,20 +194,7 @@ async fn three_relays_survive_a_kill_and_a_freeze_losing_nothing() {
         "every room has an owner"
     );
     // The dead and the frozen instance's rooms were taken over, not waited for.
-    let mut takeovers = 0.0;
-    for r in &relays {
-        let text = reqwest::get(format!("{}/metrics", r.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        takeovers += text
-            .lines()
-            .find(|l| l.starts_with("relay_lease_takeovers_total "))
-            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    }
+    let takeovers = takeovers_of(&relays).await;
     assert!(
         takeovers >= (ROOMS / 3) as f64,
         "{takeovers} rooms taken over"
@@ -263,6 +270,21 @@ async fn three_relays_survive_a_kill_and_a_freeze_losing_nothing() {
         let prev = last_seq.insert(room.clone(), seq).unwrap_or(0);
         assert_eq!(seq, prev + 1, "room {room}: delivered out of order");
     }
+    // A clean stop hands the rooms back at once: the others claim them as
+    // free, none by a takeover after the TTL.
+    let before = takeovers_of(&relays[1..]).await;
+    signal(&relays[0], "-TERM");
+    assert!(relays[0].child.wait().unwrap().success(), "a clean exit");
+    eventually("the stopped relay's rooms to be claimed", || async {
+        let now = owners(&relays[1].base).await;
+        now.values().all(|o| o == "i1" || o == "i2").then_some(())
+    })
+    .await;
+    assert_eq!(
+        takeovers_of(&relays[1..]).await,
+        before,
+        "handed back, not taken over"
+    );
     // Repeats are what was in flight at the kill and the freeze: at most
     // the delivery concurrency (64) each.
     assert!(repeats <= 2 * 64, "{repeats} repeats");
