@@ -72,6 +72,20 @@ impl Subscription {
         }
     }
 
+    /// Stamp a change of `enabled` made by `change` (from `was`): when it
+    /// was disabled, or a clean slate when enabled again.
+    pub fn note_enabled(&mut self, was: bool, now: DateTime<Utc>) {
+        match (was, self.enabled) {
+            (true, false) => self.disabled_at = Some(now),
+            (false, true) => {
+                self.disabled_at = None;
+                self.disabled_reason = None;
+                self.failing_since = None;
+            }
+            _ => {}
+        }
+    }
+
     /// Does this subscription want `event`? (Enabled-ness is checked apart.)
     pub fn wants(&self, event: &Event) -> bool {
         if event.kind == EventType::WebhookTest {

@@ -3,7 +3,7 @@
 //! PostgreSQL. CPU is the relays' plus the database server's.
 
 use super::nginx::Nginx;
-use super::relay::Relay;
+use super::relay::{parent_and_cpu, Relay};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -16,25 +16,13 @@ fn database_cpu() -> f64 {
     let main: u32 = pid.lines().next().and_then(|l| l.parse().ok()).unwrap_or(0);
     let mut total = 0.0;
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
             continue;
         };
-        let f: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let pid: u32 = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        let ppid: u32 = f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-        if pid == main || ppid == main {
-            let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-                + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-            total += ticks as f64 / 100.0;
+        if let Some((ppid, cpu)) = parent_and_cpu(pid) {
+            if pid == main || ppid == main {
+                total += cpu;
+            }
         }
     }
     total

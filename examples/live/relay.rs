@@ -11,17 +11,20 @@ pub fn room_id(i: usize) -> String {
     format!("room-{i:05}")
 }
 
-/// CPU seconds (user + system) and peak RSS (MiB) of a process.
-fn cpu_and_peak(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let f: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
+/// A process's parent and its CPU seconds (user + system), from
+/// `/proc/PID/stat`; None when it is gone.
+pub fn parent_and_cpu(pid: u32) -> Option<(u32, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces: state, ppid, ...
+    let f: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
     let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
         + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Some((f.get(1)?.parse().ok()?, ticks as f64 / 100.0))
+}
+
+/// CPU seconds (user + system) and peak RSS (MiB) of a process.
+fn cpu_and_peak(pid: u32) -> (f64, f64) {
+    let cpu = parent_and_cpu(pid).map_or(0.0, |(_, c)| c);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib: f64 = status
         .lines()
@@ -29,7 +32,7 @@ fn cpu_and_peak(pid: u32) -> (f64, f64) {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
-    (ticks as f64 / 100.0, kib / 1024.0)
+    (cpu, kib / 1024.0)
 }
 
 pub struct Relay {

@@ -243,15 +243,7 @@ impl PgStore {
         let before = decode_sub(row.get(0))?;
         let mut sub = before.clone();
         change(&mut sub);
-        match (before.enabled, sub.enabled) {
-            (true, false) => sub.disabled_at = Some(now),
-            (false, true) => {
-                sub.disabled_at = None;
-                sub.disabled_reason = None;
-                sub.failing_since = None;
-            }
-            _ => {}
-        }
+        sub.note_enabled(before.enabled, now);
         if sub != before {
             save_sub(&tx, &sub).await?;
             if sub.enabled && !before.enabled {

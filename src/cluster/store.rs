@@ -182,29 +182,9 @@ impl PgStore {
     pub async fn watch(&self, room: &RoomId) -> Result<bool> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let id = room.as_str();
-        let row = tx
-            .query_one(
-                &tx.prepare_cached(
-                    "INSERT INTO relay_rooms (room_id, watched_since) VALUES ($1, now())
-                 ON CONFLICT (room_id) DO UPDATE
-                   SET watched_since = COALESCE(relay_rooms.watched_since, now())
-                 RETURNING relay_rooms.watched_since = now()",
-                )
-                .await?,
-                &[&id],
-            )
-            .await?;
-        tx.execute(
-            &tx.prepare_cached(
-                "INSERT INTO relay_leases (room_id) VALUES ($1) ON CONFLICT DO NOTHING",
-            )
-            .await?,
-            &[&id],
-        )
-        .await?;
+        let created = watch_in(&tx, room.as_str()).await?;
         tx.commit().await?;
-        Ok(row.get(0))
+        Ok(created)
     }
 
     /// Watch rooms unless that would watch more than `max` in all (then
@@ -238,27 +218,7 @@ impl PgStore {
         }
         let mut created = Vec::with_capacity(ids.len());
         for id in &ids {
-            let row = tx
-                .query_one(
-                    &tx.prepare_cached(
-                        "INSERT INTO relay_rooms (room_id, watched_since) VALUES ($1, now())
-                     ON CONFLICT (room_id) DO UPDATE
-                       SET watched_since = COALESCE(relay_rooms.watched_since, now())
-                     RETURNING relay_rooms.watched_since = now()",
-                    )
-                    .await?,
-                    &[id],
-                )
-                .await?;
-            tx.execute(
-                &tx.prepare_cached(
-                    "INSERT INTO relay_leases (room_id) VALUES ($1) ON CONFLICT DO NOTHING",
-                )
-                .await?,
-                &[id],
-            )
-            .await?;
-            created.push(row.get(0));
+            created.push(watch_in(&tx, id).await?);
         }
         tx.commit().await?;
         Ok(Some(created))
@@ -549,6 +509,30 @@ impl PgStore {
             .await?;
         Ok(n)
     }
+}
+
+/// Watch one room in the caller's transaction, with a lease row for the
+/// next claim; true when it was not watched before.
+async fn watch_in(tx: &impl deadpool_postgres::GenericClient, id: &str) -> Result<bool> {
+    let row = tx
+        .query_one(
+            &tx.prepare_cached(
+                "INSERT INTO relay_rooms (room_id, watched_since) VALUES ($1, now())
+                 ON CONFLICT (room_id) DO UPDATE
+                   SET watched_since = COALESCE(relay_rooms.watched_since, now())
+                 RETURNING relay_rooms.watched_since = now()",
+            )
+            .await?,
+            &[&id],
+        )
+        .await?;
+    tx.execute(
+        &tx.prepare_cached("INSERT INTO relay_leases (room_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .await?,
+        &[&id],
+    )
+    .await?;
+    Ok(row.get(0))
 }
 
 /// The lock a capped watch takes: one count-and-insert at a time.

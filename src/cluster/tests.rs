@@ -7,7 +7,7 @@
 use super::lease::{Leases, Owned};
 use super::{connect, schema, PgStore};
 use crate::conformance::harness::fresh_database;
-use crate::outbox::{Attempt, Completion, Health, Verdict};
+use crate::outbox::{Health, Verdict};
 use crate::room::{RoomId, RoomStatus};
 use crate::subscription::Subscription;
 use chrono::Utc;
@@ -179,19 +179,8 @@ async fn a_stale_owner_writes_nothing_and_sequence_stays_contiguous() {
     assert_eq!(seqs, vec![1, 2], "one event per change, contiguous");
 }
 
-fn succeeded(claim: crate::outbox::Claim) -> Completion {
-    Completion {
-        claim,
-        attempt: Attempt {
-            at: Utc::now(),
-            status_code: Some(200),
-            error: None,
-            duration_ms: 1,
-            response: None,
-        },
-        verdict: Verdict::Succeeded,
-        health: Health::Success,
-    }
+fn succeeded(claim: crate::outbox::Claim) -> crate::outbox::Completion {
+    crate::conformance::store::done(claim, Verdict::Succeeded, Health::Success)
 }
 
 /// One head per lane in flight across instances; a dead holder's claim

@@ -4,7 +4,7 @@
 
 pub(crate) mod harness;
 mod model;
-mod store;
+pub(crate) mod store;
 
 /// Declare `name` twice: on sled, and on PostgreSQL (ignored unless asked
 /// for, as `scripts/test.sh` does with `--include-ignored`).

@@ -29,7 +29,8 @@ fn sub(id: &str) -> Subscription {
     )
 }
 
-fn done(claim: crate::outbox::Claim, verdict: Verdict, health: Health) -> Completion {
+/// A completion of `claim`, attempted now with a 200.
+pub(crate) fn done(claim: crate::outbox::Claim, verdict: Verdict, health: Health) -> Completion {
     Completion {
         claim,
         attempt: Attempt {

@@ -106,19 +106,7 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Vec<(String, Verdict)> {
         let claims = self.claim_cluster(db, now, self.concurrency).await;
-        let mut set = tokio::task::JoinSet::new();
-        for claim in claims {
-            let engine = self.clone();
-            set.spawn(async move { engine.attempt(claim, now).await });
-        }
-        let mut done = Vec::new();
-        while let Some(c) = set.join_next().await {
-            done.push(c.expect("an attempt does not panic"));
-        }
-        let summary = done
-            .iter()
-            .map(|c| (c.claim.delivery.id.clone(), c.verdict.clone()))
-            .collect();
+        let (done, summary) = self.attempt_all(claims, now).await;
         if let Err(e) = db.complete(done, now).await {
             warn!(error = %e, "could not record attempts; they will be made again");
         }

@@ -59,6 +59,17 @@ impl Engine {
             return self.deliver_due_cluster(db, now).await;
         }
         let claims = self.claim(Vec::new(), now, self.concurrency).await;
+        let (done, summary) = self.attempt_all(claims, now).await;
+        self.claim(done, now, 0).await;
+        summary
+    }
+
+    /// Attempt every claim at once; the completions, and each delivery's verdict.
+    pub(super) async fn attempt_all(
+        &self,
+        claims: Vec<Claim>,
+        now: DateTime<Utc>,
+    ) -> (Vec<Completion>, Vec<(String, Verdict)>) {
         let mut set = tokio::task::JoinSet::new();
         for claim in claims {
             let engine = self.clone();
@@ -72,8 +83,7 @@ impl Engine {
             .iter()
             .map(|c| (c.claim.delivery.id.clone(), c.verdict.clone()))
             .collect();
-        self.claim(done, now, 0).await;
-        summary
+        (done, summary)
     }
 
     /// Off the async workers: record `done`, then claim up to `limit` due

@@ -81,15 +81,7 @@ impl Outbox {
         };
         let was_enabled = sub.enabled;
         change(&mut sub);
-        match (was_enabled, sub.enabled) {
-            (true, false) => sub.disabled_at = Some(now),
-            (false, true) => {
-                sub.disabled_at = None;
-                sub.disabled_reason = None;
-                sub.failing_since = None;
-            }
-            _ => {}
-        }
+        sub.note_enabled(was_enabled, now);
         if state.subs.get(id).is_some_and(|t| t.sub != sub) {
             self.inner.tree.insert(keys::sub_key(id), encode(&sub))?;
             self.put_target(&mut state, sub.clone(), id);

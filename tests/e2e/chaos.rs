@@ -92,6 +92,25 @@ fn groups(events: &[Value], room: &str) -> Vec<(Value, Value, Vec<u64>)> {
     out
 }
 
+/// Check that each room's webhooks first arrived in `sequence` order
+/// (1, 2, 3, …); returns how many arrivals were repeats.
+pub(crate) fn first_arrivals_in_order(hooks: &[crate::receiver::Received]) -> usize {
+    let (mut first, mut repeats) = (HashSet::new(), 0);
+    let mut last_seq: HashMap<String, u64> = HashMap::new();
+    for h in hooks {
+        if !first.insert(h.id()) {
+            repeats += 1;
+            continue;
+        }
+        let body = h.json();
+        let room = body["data"]["roomId"].as_str().unwrap().to_string();
+        let seq = body["data"]["sequence"].as_u64().unwrap();
+        let prev = last_seq.insert(room.clone(), seq).unwrap_or(0);
+        assert_eq!(seq, prev + 1, "room {room}: delivered out of order");
+    }
+    repeats
+}
+
 /// No event invented, none twice, sequences contiguous; returns the states seen.
 pub(crate) fn check_room(events: &[Value], room: &str, held: &[RoomStatus]) -> HashSet<u64> {
     let states: Vec<Value> = held
@@ -257,19 +276,7 @@ async fn twenty_sigkills_lose_nothing_and_invent_nothing() {
     // First arrivals keep each room's order; repeats are only what was in
     // flight at a kill (at most the delivery concurrency per kill).
     let hooks = rx.hooks();
-    let (mut first, mut repeats) = (HashSet::new(), 0);
-    let mut last_seq: HashMap<String, u64> = HashMap::new();
-    for h in &hooks {
-        if !first.insert(h.id()) {
-            repeats += 1;
-            continue;
-        }
-        let body = h.json();
-        let room = body["data"]["roomId"].as_str().unwrap().to_string();
-        let seq = body["data"]["sequence"].as_u64().unwrap();
-        let prev = last_seq.insert(room.clone(), seq).unwrap_or(0);
-        assert_eq!(seq, prev + 1, "room {room}: delivered out of order");
-    }
+    let repeats = first_arrivals_in_order(&hooks);
     assert!(repeats <= kills * CONCURRENCY, "{repeats} repeats");
     eprintln!(
         "crash chaos: {kills} kills survived, {changes} upstream changes, {} events checked, {must_see} changes that had to be seen were seen, {} webhooks ({repeats} repeats)",

@@ -7,7 +7,7 @@
 //! delivered in order per room, and outside takeovers each room is polled
 //! about once per interval.
 
-use crate::chaos::{check_room, drive, live, History};
+use crate::chaos::{check_room, drive, first_arrivals_in_order, live, History};
 use crate::child::{all_events, api, start, Relay};
 use crate::receiver::Receiver;
 use crate::support::*;
@@ -257,19 +257,7 @@ async fn three_relays_survive_a_kill_and_a_freeze_losing_nothing() {
     })
     .await;
     let hooks = rx.hooks();
-    let (mut first, mut repeats) = (HashSet::new(), 0);
-    let mut last_seq: HashMap<String, u64> = HashMap::new();
-    for h in &hooks {
-        if !first.insert(h.id()) {
-            repeats += 1;
-            continue;
-        }
-        let body = h.json();
-        let room = body["data"]["roomId"].as_str().unwrap().to_string();
-        let seq = body["data"]["sequence"].as_u64().unwrap();
-        let prev = last_seq.insert(room.clone(), seq).unwrap_or(0);
-        assert_eq!(seq, prev + 1, "room {room}: delivered out of order");
-    }
+    let repeats = first_arrivals_in_order(&hooks);
     // A clean stop hands the rooms back at once: the others claim them as
     // free, none by a takeover after the TTL.
     let before = takeovers_of(&relays[1..]).await;
