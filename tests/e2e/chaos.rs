@@ -92,6 +92,51 @@ fn groups(events: &[Value], room: &str) -> Vec<(Value, Value, Vec<u64>)> {
     out
 }
 
+/// Until every room's snapshot is the upstream's last state.
+pub(crate) async fn caught_up(base: &str, mock: &MockUpstream, rooms: &[String]) {
+    for r in rooms {
+        let want = serde_json::to_value(mock.room(r).unwrap()).unwrap();
+        eventually(&format!("{r} to catch up"), || async {
+            let room = api(base, reqwest::Method::GET, &format!("/v1/rooms/{r}"), None).await;
+            (room["data"]["status"] == want).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Upstream answers counted by (room, participant count, stretch of time).
+pub(crate) type Answers = HashMap<(String, u64, usize), usize>;
+
+/// Check each room's events (see [`check_room`]) and that every state
+/// served three times within one stretch is among them; returns how many
+/// states had to be seen.
+pub(crate) fn served_thrice_are_events(
+    events: &[Value],
+    rooms: &[String],
+    history: &HashMap<String, Vec<RoomStatus>>,
+    answers: &Answers,
+) -> usize {
+    let mut must_see = 0;
+    for r in rooms {
+        let held = history.get(r).map(Vec::as_slice).unwrap_or_default();
+        let seen = check_room(events, r, held);
+        for h in held {
+            let n = h.participant_count.unwrap();
+            let served_enough = answers
+                .iter()
+                .any(|((room, m, _), count)| room == r && *m == n && *count >= 3);
+            if served_enough {
+                must_see += 1;
+                assert!(
+                    seen.contains(&n),
+                    "room {r}: the state with {n} participants was served three times in one stretch, and is no event"
+                );
+            }
+        }
+    }
+    must_see
+}
+
 /// Check that each room's webhooks first arrived in `sequence` order
 /// (1, 2, 3, …); returns how many arrivals were repeats.
 pub(crate) fn first_arrivals_in_order(hooks: &[crate::receiver::Received]) -> usize {
@@ -210,20 +255,7 @@ async fn twenty_sigkills_lose_nothing_and_invent_nothing() {
     }
     running.store(false, Ordering::SeqCst);
     let changes = driver.await.unwrap();
-    for r in &rooms {
-        let want = serde_json::to_value(up.mock.room(r).unwrap()).unwrap();
-        eventually(&format!("{r} to catch up"), || async {
-            let room = api(
-                &relay.base,
-                reqwest::Method::GET,
-                &format!("/v1/rooms/{r}"),
-                None,
-            )
-            .await;
-            (room["data"]["status"] == want).then_some(())
-        })
-        .await;
-    }
+    caught_up(&relay.base, &up.mock, &rooms).await;
     let events = all_events(&relay.base).await;
 
     // A state must be an event when one relay process was served it twice
@@ -238,7 +270,7 @@ async fn twenty_sigkills_lose_nothing_and_invent_nothing() {
         .iter()
         .filter_map(|(_, b)| b.map(|b| b.into_std()))
         .collect();
-    let mut answers: HashMap<(String, u64, usize), usize> = HashMap::new();
+    let mut answers = Answers::new();
     for s in up.mock.served() {
         let window = kills_at.iter().filter(|k| **k < s.at).count();
         let n = s.status.participant_count.unwrap_or(0);
@@ -246,20 +278,7 @@ async fn twenty_sigkills_lose_nothing_and_invent_nothing() {
             .entry((s.status.room_id.clone(), n, window))
             .or_default() += 1;
     }
-    let mut must_see = 0;
-    for r in &rooms {
-        let seen = check_room(&events, r, &history[r]);
-        for h in &history[r] {
-            let n = h.participant_count.unwrap();
-            let served_enough = answers
-                .iter()
-                .any(|((room, m, _), count)| room == r && *m == n && *count >= 3);
-            if served_enough {
-                must_see += 1;
-                assert!(seen.contains(&n), "room {r}: the state with {n} participants was served three times between two kills, and is no event");
-            }
-        }
-    }
+    let must_see = served_thrice_are_events(&events, &rooms, &history, &answers);
     assert!(
         must_see > 50,
         "too few changes to prove anything: {must_see}"

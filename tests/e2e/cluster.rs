@@ -7,7 +7,9 @@
 //! delivered in order per room, and outside takeovers each room is polled
 //! about once per interval.
 
-use crate::chaos::{check_room, drive, first_arrivals_in_order, live, History};
+use crate::chaos::{
+    caught_up, drive, first_arrivals_in_order, live, served_thrice_are_events, Answers, History,
+};
 use crate::child::{all_events, api, start, Relay};
 use crate::receiver::Receiver;
 use crate::support::*;
@@ -179,14 +181,7 @@ async fn three_relays_survive_a_kill_and_a_freeze_losing_nothing() {
     running.store(false, Ordering::SeqCst);
     let changes = driver.await.unwrap();
 
-    for r in &rooms {
-        let want = serde_json::to_value(up.mock.room(r).unwrap()).unwrap();
-        eventually(&format!("{r} to catch up"), || async {
-            let room = api(&base, reqwest::Method::GET, &format!("/v1/rooms/{r}"), None).await;
-            (room["data"]["status"] == want).then_some(())
-        })
-        .await;
-    }
+    caught_up(&base, &up.mock, &rooms).await;
     let events = all_events(&base).await;
     let shown = owners(&base).await;
     assert!(
@@ -212,7 +207,7 @@ async fn three_relays_survive_a_kill_and_a_freeze_losing_nothing() {
         .collect();
     bounds.sort();
     let history = history.lock().unwrap().clone();
-    let mut answers: HashMap<(String, u64, usize), usize> = HashMap::new();
+    let mut answers = Answers::new();
     for s in up.mock.served() {
         let stretch = bounds.iter().filter(|b| **b < s.at).count();
         // Odd stretches are takeovers in progress: nothing must be seen there.
@@ -224,25 +219,7 @@ async fn three_relays_survive_a_kill_and_a_freeze_losing_nothing() {
             .entry((s.status.room_id.clone(), n, stretch))
             .or_default() += 1;
     }
-    let mut must_see = 0;
-    for r in &rooms {
-        let empty = Vec::new();
-        let held = history.get(r).unwrap_or(&empty);
-        let seen = check_room(&events, r, held);
-        for h in held {
-            let n = h.participant_count.unwrap();
-            let served_enough = answers
-                .iter()
-                .any(|((room, m, _), count)| room == r && *m == n && *count >= 3);
-            if served_enough {
-                must_see += 1;
-                assert!(
-                    seen.contains(&n),
-                    "room {r}: the state with {n} participants was served three times to its owner, and is no event"
-                );
-            }
-        }
-    }
+    let must_see = served_thrice_are_events(&events, &rooms, &history, &answers);
     assert!(
         must_see > 100,
         "too few changes to prove anything: {must_see}"
