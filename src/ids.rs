@@ -62,6 +62,13 @@ impl Ids {
         id
     }
 
+    /// Never hand out `key` or anything below it from now on (an id
+    /// another process stored).
+    pub fn observe(&self, key: u128) {
+        let mut last = self.last.lock().expect("id lock");
+        *last = (*last).max(key);
+    }
+
     pub fn next(&self) -> u128 {
         self.next_at(chrono::Utc::now().timestamp_millis().max(0) as u64)
     }

@@ -745,6 +745,7 @@ impl PgStore {
             return Ok(None);
         };
         let sub = decode_sub(row.get(0))?;
+        self.order_events(&tx).await?;
         let key = self.inner.ids.next_at(crate::outbox::ms(now));
         event.id = crate::ids::event_id(key);
         insert_events(&tx, std::slice::from_ref(&event)).await?;

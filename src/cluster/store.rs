@@ -383,6 +383,9 @@ impl PgStore {
     pub async fn commit_polls(&self, answers: &[(PollAnswer, i64)]) -> Result<Vec<PollCommit>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        if answers.iter().any(|(a, _)| !a.changes.is_empty()) {
+            self.order_events(&tx).await?;
+        }
         let me = self.instance();
         let mut outcomes = Vec::with_capacity(answers.len());
         let mut new_events: Vec<Event> = Vec::new();
@@ -448,6 +451,38 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(outcomes)
+    }
+
+    /// Make the events this transaction is about to store sort after every
+    /// event stored by any relay, and before any stored after it: event
+    /// ids are taken under a lock held to the commit, above the largest id
+    /// stored. Ids then follow commit order across the cluster, whatever
+    /// the relays' clocks say, so the event stream and `?after=` cursors
+    /// never pass an event that commits later.
+    pub(super) async fn order_events(
+        &self,
+        tx: &impl deadpool_postgres::GenericClient,
+    ) -> Result<()> {
+        tx.execute(
+            &tx.prepare_cached("SELECT pg_advisory_xact_lock($1)")
+                .await?,
+            &[&EVENTS_LOCK],
+        )
+        .await?;
+        // A statement of its own: its snapshot is taken once the lock is held,
+        // so it sees every event committed before.
+        let row = tx
+            .query_one(
+                &tx.prepare_cached("SELECT max(id) FROM relay_events")
+                    .await?,
+                &[],
+            )
+            .await?;
+        let largest: Option<String> = row.get(0);
+        if let Some(k) = largest.and_then(|id| event_key(&id)) {
+            self.inner.ids.observe(k);
+        }
+        Ok(())
     }
 
     // ---- events ----
@@ -534,6 +569,9 @@ async fn watch_in(tx: &impl deadpool_postgres::GenericClient, id: &str) -> Resul
     .await?;
     Ok(row.get(0))
 }
+
+/// The lock event-storing transactions take, so ids follow commit order.
+const EVENTS_LOCK: i64 = 0x7265_6c61_7904;
 
 /// The lock a capped watch takes: one count-and-insert at a time.
 const WATCH_LOCK: i64 = 0x7265_6c61_7902;

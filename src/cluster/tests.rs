@@ -264,3 +264,57 @@ async fn sslmode_require_speaks_tls_or_not_at_all() {
     let refused = PgStore::open(&url, "tls".into(), 2).await;
     assert!(refused.is_err(), "the test server has no TLS");
 }
+
+/// Event ids follow commit order across relays, whatever their clocks: a
+/// relay whose clock runs an hour ahead commits first, and the next
+/// relay's events still sort after its.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
+async fn event_ids_follow_commit_order_across_relays() {
+    let url = fresh_database().await;
+    let ahead = PgStore::open(&url, "ahead".into(), 2).await.unwrap();
+    let behind = PgStore::open(&url, "behind".into(), 2).await.unwrap();
+    let (r1, r2) = (RoomId::parse("r1").unwrap(), RoomId::parse("r2").unwrap());
+    ahead.watch(&r1).await.unwrap();
+    ahead.watch(&r2).await.unwrap();
+    // Each holds one room.
+    let admin = connect(&url).await.unwrap();
+    admin
+        .batch_execute(
+            "UPDATE relay_leases SET owner = CASE room_id WHEN 'r1' THEN 'ahead' ELSE 'behind' END,
+                epoch = 1, expires_at = now() + interval '1 hour'",
+        )
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let later = now + chrono::Duration::hours(1);
+    let live = |room: &str, n| RoomStatus::live_for_tests(room, n);
+    ahead
+        .record_poll(&r1, &live("r1", 1), later, false)
+        .await
+        .unwrap();
+    behind
+        .record_poll(&r2, &live("r2", 1), now, false)
+        .await
+        .unwrap();
+    let crate::store::PollCommit::Changed(first) = ahead
+        .record_poll(&r1, &live("r1", 2), later, false)
+        .await
+        .unwrap()
+    else {
+        panic!("a change");
+    };
+    let crate::store::PollCommit::Changed(second) = behind
+        .record_poll(&r2, &live("r2", 2), now, false)
+        .await
+        .unwrap()
+    else {
+        panic!("a change");
+    };
+    assert!(
+        second[0].id > first[0].id,
+        "{} committed after {}",
+        second[0].id,
+        first[0].id
+    );
+}
