@@ -48,10 +48,6 @@ impl Backend {
         }
     }
 
-    pub fn is_cluster(&self) -> bool {
-        matches!(self, Self::Postgres(_))
-    }
-
     /// This process's name in the cluster; None on sled.
     pub fn instance(&self) -> Option<&str> {
         self.postgres().map(PgStore::instance)

@@ -370,23 +370,6 @@ impl PgStore {
         Ok(claims)
     }
 
-    /// Give back claims that were not attempted: due again at once.
-    pub async fn unclaim(&self, claims: &[Claim]) -> Result<()> {
-        let c = self.client().await?;
-        for claim in claims {
-            c.execute(
-                &c.prepare_cached(
-                    "UPDATE relay_lanes SET claimed_by = NULL, claim_until = NULL
-                 WHERE subscription_id = $1 AND lane = $2 AND claimed_by = $3",
-                )
-                .await?,
-                &[&&*claim.lane.sub, &&*claim.lane.room, &self.instance()],
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
     /// Record attempts and what follows from each, in one transaction of a
     /// few statements for the whole batch: the deliveries, their lanes'
     /// next due times, and (when it changes) a subscription's health. A

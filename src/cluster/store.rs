@@ -33,8 +33,6 @@ pub(super) struct Inner {
     /// This instance's name in leases and claims.
     pub(super) instance: String,
     pub(super) listener: Listener,
-    /// The last round trip to the database, in microseconds, for `/metrics`.
-    pub(super) latency_us: std::sync::atomic::AtomicU64,
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -113,7 +111,6 @@ impl PgStore {
                 ids: Ids::seeded(largest),
                 instance,
                 listener,
-                latency_us: Default::default(),
             }),
         })
     }
@@ -131,26 +128,14 @@ impl PgStore {
         ulid::Ulid::from(self.inner.ids.next())
     }
 
-    /// A round trip to the database, timed: `/readyz` and `/metrics`.
+    /// A round trip to the database, timed (`/readyz`, and `/metrics` through
+    /// the lease loop).
     pub async fn ping(&self) -> Result<std::time::Duration> {
         let started = Instant::now();
         let c = self.client().await?;
         c.query_one(&c.prepare_cached("SELECT 1").await?, &[])
             .await?;
-        let took = started.elapsed();
-        self.inner.latency_us.store(
-            took.as_micros() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        Ok(took)
-    }
-
-    pub fn last_latency(&self) -> std::time::Duration {
-        std::time::Duration::from_micros(
-            self.inner
-                .latency_us
-                .load(std::sync::atomic::Ordering::Relaxed),
-        )
+        Ok(started.elapsed())
     }
 
     /// The largest event id stored by any instance, watched.
