@@ -5,7 +5,8 @@
 # fuzzes the API from its OpenAPI document) and Debian's Chromium with its
 # WebDriver (the dashboard's browser test) and PostgreSQL (the cluster
 # tests: a throwaway server under target/, on a random port, stopped on
-# exit), then runs `cargo test` including those tests.
+# exit), then runs `cargo test` including those tests, and the end-to-end
+# suite once more with its in-process relays in cluster mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,3 +40,7 @@ export SCHEMATHESIS="$xlang/py/bin/schemathesis"
 export NODE_PATH="$xlang/node/node_modules${NODE_PATH:+:$NODE_PATH}"
 
 cargo test --locked -- --include-ignored
+# The end-to-end suite again with every in-process relay on PostgreSQL
+# (cluster mode, a database per data dir): every route, both backends.
+echo "== the end-to-end suite in cluster mode (E2E_BACKEND=postgres)"
+E2E_BACKEND=postgres cargo test --locked --test e2e -- --include-ignored

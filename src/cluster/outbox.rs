@@ -6,7 +6,7 @@
 //! delivery with the smallest sequence, so a retried or replayed older
 //! event simply becomes the head: no lane state can go stale.
 
-use super::store::{event_of, insert_events, notify_events, PgStore, OUTBOX_CHANNEL};
+use super::store::{event_of, insert_events, notify_events, storable, PgStore, OUTBOX_CHANNEL};
 use crate::db::{Result, StoreError};
 use crate::event::Event;
 use crate::ids::{delivery_id, Ids};
@@ -183,6 +183,9 @@ impl PgStore {
     }
 
     pub async fn subscription(&self, id: &str) -> Result<Option<Subscription>> {
+        if !storable(id) {
+            return Ok(None);
+        }
         let c = self.client().await?;
         let row = c
             .query_opt(
@@ -228,6 +231,9 @@ impl PgStore {
         now: DateTime<Utc>,
         change: impl FnOnce(&mut Subscription),
     ) -> Result<Option<Subscription>> {
+        if !storable(id) {
+            return Ok(None);
+        }
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let Some(row) = tx
@@ -264,6 +270,9 @@ impl PgStore {
 
     /// Delete a subscription with its deliveries and lanes, in one statement.
     pub async fn delete_subscription(&self, id: &str) -> Result<bool> {
+        if !storable(id) {
+            return Ok(false);
+        }
         let c = self.client().await?;
         let n = c
             .execute(
@@ -520,6 +529,9 @@ impl PgStore {
     // ---- an operator's hands ----
 
     pub async fn delivery(&self, sub: &str, id: &str) -> Result<Option<Delivery>> {
+        if !storable(sub) || !storable(id) {
+            return Ok(None);
+        }
         let c = self.client().await?;
         let row = c
             .query_opt(
@@ -541,6 +553,9 @@ impl PgStore {
         limit: usize,
         status: Option<DeliveryStatus>,
     ) -> Result<(Vec<Delivery>, Option<String>)> {
+        if !storable(sub) || before.is_some_and(|b| !storable(b)) {
+            return Ok((Vec::new(), None));
+        }
         let c = self.client().await?;
         let limit = limit.clamp(1, 10_000) as i64;
         let status = status.map(status_str);
@@ -565,33 +580,29 @@ impl PgStore {
         Ok((out, next))
     }
 
+    /// A subscription's backlog and recent success, read in one statement
+    /// so the figures come from one snapshot.
     pub async fn stats(&self, sub: &str) -> Result<SubscriptionStats> {
+        let sub = if storable(sub) { sub } else { "" };
         let c = self.client().await?;
         let row = c
             .query_one(
                 &c.prepare_cached(
-                    "SELECT count(*), min(created_at) FROM relay_deliveries
-                 WHERE subscription_id = $1 AND status = 'pending'",
-                )
-                .await?,
-                &[&sub],
-            )
-            .await?;
-        let (pending, oldest): (i64, Option<DateTime<Utc>>) = (row.get(0), row.get(1));
-        let row = c
-            .query_one(
-                &c.prepare_cached(
-                    "SELECT count(*) FILTER (WHERE status = 'succeeded'),
-                        count(*) FILTER (WHERE status = 'failed')
-                 FROM (SELECT status FROM relay_deliveries
-                       WHERE subscription_id = $1 AND status <> 'pending'
-                       ORDER BY id DESC LIMIT $2) recent",
+                    "SELECT p.n, p.oldest, r.succeeded, r.failed
+                     FROM (SELECT count(*) AS n, min(created_at) AS oldest FROM relay_deliveries
+                           WHERE subscription_id = $1 AND status = 'pending') p,
+                          (SELECT count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+                                  count(*) FILTER (WHERE status = 'failed') AS failed
+                           FROM (SELECT status FROM relay_deliveries
+                                 WHERE subscription_id = $1 AND status <> 'pending'
+                                 ORDER BY id DESC LIMIT $2) recent) r",
                 )
                 .await?,
                 &[&sub, &RECENT],
             )
             .await?;
-        let (succeeded, failed): (i64, i64) = (row.get(0), row.get(1));
+        let (pending, oldest): (i64, Option<DateTime<Utc>>) = (row.get(0), row.get(1));
+        let (succeeded, failed): (i64, i64) = (row.get(2), row.get(3));
         let finished = succeeded + failed;
         Ok(SubscriptionStats {
             pending: pending as u64,
@@ -605,6 +616,9 @@ impl PgStore {
     /// Send a failed delivery again: pending at its event's place in its
     /// lane, due now (after a delivery in flight in that lane).
     pub async fn retry(&self, sub: &str, id: &str) -> Result<Retried> {
+        if !storable(sub) || !storable(id) {
+            return Ok(Retried::NotFound);
+        }
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let Some(row) = tx
@@ -715,6 +729,9 @@ impl PgStore {
         mut event: Event,
         now: DateTime<Utc>,
     ) -> Result<Option<Event>> {
+        if !storable(sub) {
+            return Ok(None);
+        }
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let Some(row) = tx

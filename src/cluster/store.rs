@@ -233,6 +233,9 @@ impl PgStore {
     }
 
     pub async fn room(&self, room: &str) -> Result<Option<RoomRecord>> {
+        if !storable(room) {
+            return Ok(None);
+        }
         let c = self.client().await?;
         let row = c
             .query_opt(&format!("{ROOM_SELECT} WHERE r.room_id = $1"), &[&room])
@@ -265,6 +268,9 @@ impl PgStore {
     }
 
     pub async fn owner(&self, room: &str) -> Result<Option<String>> {
+        if !storable(room) {
+            return Ok(None);
+        }
         let c = self.client().await?;
         let row = c
             .query_opt(
@@ -299,6 +305,9 @@ impl PgStore {
     }
 
     pub async fn poll_history(&self, room: &str) -> Result<History> {
+        if !storable(room) {
+            return Ok(History::default());
+        }
         let c = self.client().await?;
         let row = c
             .query_opt(
@@ -473,6 +482,9 @@ impl PgStore {
     // ---- events ----
 
     pub async fn event(&self, id: &str) -> Result<Option<Event>> {
+        if event_key(id).is_none() {
+            return Ok(None);
+        }
         let c = self.client().await?;
         let row = c
             .query_opt(
@@ -486,6 +498,15 @@ impl PgStore {
 
     /// A page of events in the order they were emitted.
     pub async fn list_events(&self, filter: &EventFilter) -> Result<EventPage> {
+        // A cursor that is no event id has no place in the log (as on sled).
+        if filter
+            .after
+            .as_deref()
+            .is_some_and(|a| event_key(a).is_none())
+            || filter.room.as_deref().is_some_and(|r| !storable(r))
+        {
+            return Ok(EventPage::default());
+        }
         let c = self.client().await?;
         let limit = filter.limit.max(1) as i64;
         let kind = filter.kind.map(EventType::as_str);
@@ -553,6 +574,13 @@ async fn watch_in(tx: &impl deadpool_postgres::GenericClient, id: &str) -> Resul
     )
     .await?;
     Ok(row.get(0))
+}
+
+/// Whether `text` can be stored at all: PostgreSQL's text holds no NUL, so
+/// an id with one names nothing here (and must not reach the database,
+/// which would answer with an error).
+pub(super) fn storable(text: &str) -> bool {
+    !text.contains('\0')
 }
 
 /// The lock event-storing transactions take, so ids follow commit order.

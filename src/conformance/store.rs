@@ -504,3 +504,39 @@ async fn hints(mut h: Harness) {
         History::default()
     );
 }
+
+on_both!(ids_that_cannot_exist_are_not_found, odd_ids);
+/// Ids with a NUL byte (which PostgreSQL's text cannot hold) or of no known
+/// form name nothing, on either backend: not found, never an error.
+async fn odd_ids(h: Harness) {
+    let db = &h.db;
+    db.create_subscription(sub("sub_a"), 10).await.unwrap();
+    for odd in ["sub_\0a", "nope", "evt_\0"] {
+        assert!(db.subscription(odd).await.unwrap().is_none());
+        assert!(!db.delete_subscription(odd).await.unwrap());
+        assert!(db.delivery("sub_a", odd).await.unwrap().is_none());
+        assert!(db.delivery(odd, odd).await.unwrap().is_none());
+        assert!(matches!(
+            db.retry(odd, odd).await.unwrap(),
+            Retried::NotFound
+        ));
+        assert!(db.event(odd).await.unwrap().is_none());
+        assert!(db.room(odd).await.unwrap().is_none());
+        assert_eq!(db.stats(odd).await.unwrap().pending, 0);
+        let (list, _) = db
+            .list_deliveries_where(odd, Some(odd), 10, None)
+            .await
+            .unwrap();
+        assert!(list.is_empty());
+        let page = db
+            .list_events(&EventFilter {
+                room: None,
+                kind: None,
+                after: Some(odd.into()),
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert!(page.events.is_empty());
+    }
+}

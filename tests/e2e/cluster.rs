@@ -24,7 +24,7 @@ const INTERVAL: Duration = Duration::from_millis(500);
 const TTL: Duration = Duration::from_secs(2);
 
 /// A database of its own on the test server.
-async fn fresh_database() -> String {
+pub(crate) async fn fresh_database() -> String {
     let admin_url = std::env::var("RELAY_TEST_DATABASE_URL")
         .expect("RELAY_TEST_DATABASE_URL: run scripts/test.sh, which starts PostgreSQL");
     let (admin, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)

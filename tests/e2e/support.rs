@@ -65,6 +65,18 @@ pub fn fast_settings(upstream: &Upstream) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The database standing in for `dir` in cluster mode, made on first use.
+async fn database_for(dir: &std::path::Path) -> String {
+    static MADE: std::sync::Mutex<Vec<(std::path::PathBuf, String)>> =
+        std::sync::Mutex::new(Vec::new());
+    if let Some((_, url)) = MADE.lock().unwrap().iter().find(|(d, _)| d == dir) {
+        return url.clone();
+    }
+    let url = crate::cluster::fresh_database().await;
+    MADE.lock().unwrap().push((dir.to_path_buf(), url.clone()));
+    url
+}
+
 impl TestApp {
     pub async fn spawn(upstream: &Upstream) -> Self {
         Self::spawn_with(fast_settings(upstream), Arc::new(TempDir::new().unwrap())).await
@@ -79,6 +91,12 @@ impl TestApp {
             "RELAY_DATA_DIR",
             data_dir.path().to_string_lossy().to_string(),
         );
+        // E2E_BACKEND=postgres: the same tests in cluster mode, a database
+        // per data dir (a restart on the same dir finds its state).
+        if std::env::var("E2E_BACKEND").as_deref() == Ok("postgres") {
+            sources.set("RELAY_DATABASE_URL", database_for(data_dir.path()).await);
+            sources.set("RELAY_INSTANCE_ID", "e2e".to_string());
+        }
         let config = Config::from_sources(&sources).expect("test settings are valid");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
