@@ -143,6 +143,7 @@ pub async fn run_with_store(
             config.delivery_timeout,
             config.allow_private_targets,
             config.webhook_proxy.as_ref(),
+            2 * config.delivery_concurrency,
         ),
         config.retry_schedule.clone(),
         config.delivery_concurrency,

@@ -50,6 +50,7 @@ pub mod demo;
 pub mod diff;
 pub mod event;
 pub mod ids;
+pub mod keepalive;
 pub mod listener;
 pub mod metrics;
 pub mod mock;

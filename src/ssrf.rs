@@ -107,6 +107,41 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
+/// The same guard as hyper's resolver, for the webhooks' own connections.
+#[derive(Clone)]
+pub struct GuardedDns {
+    pub allow_private: bool,
+}
+
+type Resolving = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<std::vec::IntoIter<SocketAddr>, TargetError>>
+            + Send,
+    >,
+>;
+
+impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for GuardedDns {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = TargetError;
+    type Future = Resolving;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let allow = self.allow_private;
+        Box::pin(async move {
+            resolve_allowed(name.as_str(), 0, allow)
+                .await
+                .map(Vec::into_iter)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

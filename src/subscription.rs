@@ -142,6 +142,8 @@ impl Subscription {
 pub struct Target {
     pub sub: Subscription,
     pub url: Option<url::Url>,
+    /// The same URL as hyper sends to it, parsed once.
+    pub uri: Option<http::Uri>,
     secrets: Vec<(Secret, Option<DateTime<Utc>>)>,
 }
 
@@ -152,8 +154,11 @@ impl Target {
             .iter()
             .filter_map(|s| Some((Secret::parse(&s.secret).ok()?, s.expires_at)))
             .collect();
+        let url = url::Url::parse(&sub.url).ok();
+        let uri = url.as_ref().and_then(|u| u.as_str().parse().ok());
         Self {
-            url: url::Url::parse(&sub.url).ok(),
+            url,
+            uri,
             sub,
             secrets,
         }

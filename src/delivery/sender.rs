@@ -1,11 +1,14 @@
 //! One webhook request: sign, POST, classify the answer.
 
 use super::retry::AttemptOutcome;
+use crate::keepalive::{self, Pool};
 use crate::outbox::Attempt;
 use crate::signing::signature_header;
-use crate::ssrf::{is_private, GuardedResolver};
+use crate::ssrf::{is_private, GuardedDns, GuardedResolver};
 use crate::subscription::Target;
 use chrono::{DateTime, Utc};
+use http_body_util::Full;
+use hyper::body::Bytes;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,9 +16,13 @@ use std::time::{Duration, Instant};
 /// How much of a receiver's answer an attempt keeps.
 const KEEP_RESPONSE: usize = 256;
 
+/// An answer's body read past what is kept, so the connection can carry
+/// the next webhook; a longer one closes it.
+const READ_RESPONSE: usize = 64 * 1024;
+
 #[derive(Clone)]
 pub struct Sender {
-    http: reqwest::Client,
+    transport: Arc<Transport>,
     allow_private: bool,
     /// Through a proxy the proxy resolves the target, so each target is
     /// resolved and checked here before the request goes out.
@@ -24,29 +31,50 @@ pub struct Sender {
     timeout: Duration,
 }
 
+/// Straight to receivers on our own connections, or through
+/// `RELAY_WEBHOOK_PROXY` with reqwest (which speaks to proxies).
+enum Transport {
+    Direct(Pool<Full<Bytes>, GuardedDns>),
+    Proxied(reqwest::Client),
+}
+
+const USER_AGENT: &str = concat!("verriflo-relay/", env!("CARGO_PKG_VERSION"));
+
 impl Sender {
     /// `proxy` is `RELAY_WEBHOOK_PROXY`; the standard proxy variables
-    /// (`HTTP_PROXY`, `ALL_PROXY`, ...) never apply to webhooks.
-    pub fn new(timeout: Duration, allow_private: bool, proxy: Option<&url::Url>) -> Self {
-        let mut builder = reqwest::Client::builder().no_proxy();
-        if let Some(p) = proxy {
-            builder =
-                builder.proxy(reqwest::Proxy::all(p.as_str()).expect("a checked http(s) URL"));
-        }
-        let http = builder
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            // A redirect is a failed attempt; its target is never requested.
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
-            .user_agent(concat!("verriflo-relay/", env!("CARGO_PKG_VERSION")))
-            // At least the delivery concurrency: a smaller pool closes and
-            // reopens connections to a busy receiver on every round.
-            .pool_max_idle_per_host(1024)
-            .build()
-            .expect("the HTTP client builds with static settings");
+    /// (`HTTP_PROXY`, `ALL_PROXY`, ...) never apply to webhooks. At most
+    /// `max_idle` connections wait between webhooks, over all receivers:
+    /// at least the delivery concurrency, or a busy receiver's connections
+    /// would close and reopen on every round.
+    pub fn new(
+        timeout: Duration,
+        allow_private: bool,
+        proxy: Option<&url::Url>,
+        max_idle: usize,
+    ) -> Self {
+        let transport = match proxy {
+            None => Transport::Direct(Pool::with_resolver(
+                GuardedDns { allow_private },
+                timeout,
+                max_idle,
+            )),
+            Some(p) => Transport::Proxied(
+                reqwest::Client::builder()
+                    .no_proxy()
+                    .proxy(reqwest::Proxy::all(p.as_str()).expect("a checked http(s) URL"))
+                    .timeout(timeout)
+                    .connect_timeout(timeout)
+                    // A redirect is a failed attempt; its target is never requested.
+                    .redirect(reqwest::redirect::Policy::none())
+                    .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+                    .user_agent(USER_AGENT)
+                    .pool_max_idle_per_host(max_idle)
+                    .build()
+                    .expect("the HTTP client builds with static settings"),
+            ),
+        };
         Self {
-            http,
+            transport: Arc::new(transport),
             allow_private,
             proxied: proxy.is_some(),
             timeout,
@@ -76,20 +104,29 @@ impl Sender {
                 None => self.refuse_through_proxy(url).await,
             },
         };
-        let result = match (refusal, &target.url) {
+        let mut headers = http::HeaderMap::with_capacity(6);
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(USER_AGENT),
+        );
+        let result = match (refusal, &target.uri) {
             (Some(refusal), _) => Err(refusal),
             (None, None) => Err("url is not a URL".to_string()),
-            (None, Some(url)) => self
-                .http
-                .post(url.clone())
-                .header("content-type", "application/json")
-                .header("webhook-id", event_id)
-                .header("webhook-timestamp", timestamp.to_string())
-                .header("webhook-signature", signature)
-                .body(body)
-                .send()
-                .await
-                .map_err(describe),
+            (None, Some(uri)) => {
+                match webhook_headers(&mut headers, event_id, timestamp, signature) {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        let exchange = self.exchange(uri, target, headers, body);
+                        tokio::time::timeout(self.timeout, exchange)
+                            .await
+                            .unwrap_or_else(|_| Err("timeout".to_string()))
+                    }
+                }
+            }
         };
         let mut attempt = Attempt {
             at: now,
@@ -103,19 +140,13 @@ impl Sender {
                 attempt.error = Some(e);
                 AttemptOutcome::Failure { retry_after: None }
             }
-            Ok(mut response) => {
-                let status = response.status();
-                attempt.status_code = Some(status.as_u16());
-                let retry_after = crate::retry_after::parse(response.headers());
-                let mut kept = Vec::new();
-                while kept.len() < KEEP_RESPONSE {
-                    match response.chunk().await {
-                        Ok(Some(chunk)) => kept.extend_from_slice(&chunk),
-                        _ => break,
-                    }
-                }
-                kept.truncate(KEEP_RESPONSE);
-                attempt.response = Some(String::from_utf8_lossy(&kept).into_owned());
+            Ok(answer) => {
+                let status = http::StatusCode::from_u16(answer.status)
+                    .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+                attempt.status_code = Some(answer.status);
+                let retry_after = crate::retry_after::parse(&answer.headers);
+                let kept = &answer.body[..answer.body.len().min(KEEP_RESPONSE)];
+                attempt.response = Some(String::from_utf8_lossy(kept).into_owned());
                 if status.is_success() {
                     AttemptOutcome::Success
                 } else if status.as_u16() == 410 {
@@ -130,6 +161,46 @@ impl Sender {
         };
         attempt.duration_ms = started.elapsed().as_millis() as u64;
         (attempt, outcome)
+    }
+
+    /// POST the webhook and read its answer, on our connections or reqwest's.
+    async fn exchange(
+        &self,
+        uri: &http::Uri,
+        target: &Target,
+        headers: http::HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<keepalive::Answer, String> {
+        match self.transport.as_ref() {
+            Transport::Direct(pool) => {
+                let body = Full::new(Bytes::from(body));
+                let post = pool.send(&http::Method::POST, uri, &headers, body, READ_RESPONSE);
+                Box::pin(post).await.map_err(|e| e.to_string())
+            }
+            Transport::Proxied(http) => {
+                let url = target.url.clone().ok_or("url is not a URL")?;
+                let mut response = http
+                    .post(url)
+                    .headers(headers)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(describe)?;
+                let mut kept = Vec::new();
+                while kept.len() < KEEP_RESPONSE {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => kept.extend_from_slice(&chunk[..]),
+                        _ => break,
+                    }
+                }
+                Ok(keepalive::Answer {
+                    status: response.status().as_u16(),
+                    headers: response.headers().clone(),
+                    body: kept,
+                    complete: false,
+                })
+            }
+        }
     }
 
     /// Through a proxy our resolver is not asked, so the target's name is
@@ -158,6 +229,21 @@ impl Sender {
         };
         is_private(ip).then(|| format!("refused: {ip} is a private address"))
     }
+}
+
+/// The Standard Webhooks headers; an id or signature that is no header
+/// value (never, for ids and signatures made here) fails the attempt.
+fn webhook_headers(
+    headers: &mut http::HeaderMap,
+    event_id: &str,
+    timestamp: i64,
+    signature: String,
+) -> Result<(), String> {
+    let value = |v: &str| http::HeaderValue::from_str(v).map_err(|e| e.to_string());
+    headers.insert("webhook-id", value(event_id)?);
+    headers.insert("webhook-timestamp", value(&timestamp.to_string())?);
+    headers.insert("webhook-signature", value(&signature)?);
+    Ok(())
 }
 
 fn describe(e: reqwest::Error) -> String {

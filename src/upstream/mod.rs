@@ -1,14 +1,17 @@
 //! The client of Verriflo's Room Status endpoint: one request, one typed outcome.
 
-mod direct;
-
+use crate::keepalive::{self, Answer};
 use crate::room::{RoomId, RoomStatus};
 use crate::secret::OrgId;
+use http_body_util::Empty;
+use hyper::body::Bytes;
 use std::time::Duration;
 use url::Url;
 
 /// The largest answer read; the documented one is a few hundred bytes.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
+/// Idle connections kept to the upstream, as reqwest's pool would.
+const MAX_IDLE: usize = 256;
 
 /// Why a poll did not yield a room state. None of these is ever a state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,7 +69,7 @@ pub struct StatusTarget {
 /// or through reqwest when a proxy is configured (reqwest reads the
 /// `*_PROXY` variables and `NO_PROXY`, and tunnels TLS through `CONNECT`).
 enum Transport {
-    Direct(direct::Pool),
+    Direct(keepalive::Pool<Empty<Bytes>>),
     Proxied(reqwest::Client),
 }
 
@@ -84,7 +87,7 @@ impl UpstreamClient {
                 .expect("the HTTP client builds with static settings");
             Transport::Proxied(http)
         } else {
-            Transport::Direct(direct::Pool::new(timeout))
+            Transport::Direct(keepalive::Pool::new(timeout, MAX_IDLE))
         };
         let mut org = http::HeaderValue::from_str(org.expose())
             .expect("the org id was checked to be a header value");
@@ -132,9 +135,24 @@ impl UpstreamClient {
                     .map_err(|e| PollError::Connect(e.clone()))?;
                 // Boxed: the exchange's future is about 6 KiB, and a
                 // room's task would otherwise carry it while it sleeps.
-                tokio::time::timeout(self.timeout, Box::pin(pool.get(uri, &self.headers)))
+                let get = pool.send(
+                    &http::Method::GET,
+                    uri,
+                    &self.headers,
+                    Empty::new(),
+                    MAX_BODY,
+                );
+                let answer = tokio::time::timeout(self.timeout, Box::pin(get))
                     .await
-                    .map_err(|_| PollError::Timeout)??
+                    .map_err(|_| PollError::Timeout)?
+                    .map_err(|e| match e {
+                        keepalive::Failure::Connect(e) => PollError::Connect(e),
+                        keepalive::Failure::Invalid(e) => PollError::InvalidBody(e),
+                    })?;
+                if !answer.complete {
+                    return Err(PollError::InvalidBody("answer over 64 KiB".into()));
+                }
+                answer
             }
             Transport::Proxied(http) => Box::pin(self.fetch_proxied(http, &target.url)).await?,
         };
@@ -149,11 +167,7 @@ impl UpstreamClient {
         }
     }
 
-    async fn fetch_proxied(
-        &self,
-        http: &reqwest::Client,
-        url: &Url,
-    ) -> Result<direct::Answer, PollError> {
+    async fn fetch_proxied(&self, http: &reqwest::Client, url: &Url) -> Result<Answer, PollError> {
         let mut headers = self.headers.clone();
         // reqwest writes the proxy's or the origin's Host itself.
         headers.remove(http::header::HOST);
@@ -170,10 +184,11 @@ impl UpstreamClient {
         } else {
             Vec::new()
         };
-        Ok(direct::Answer {
+        Ok(Answer {
             status,
             headers,
             body,
+            complete: true,
         })
     }
 }

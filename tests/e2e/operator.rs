@@ -217,7 +217,7 @@ async fn a_subscription_disabled_by_410_does_not_stop_retention_of_other_events(
     }
     let engine = Engine::new(
         store.clone(),
-        Sender::new(std::time::Duration::from_secs(5), true, None),
+        Sender::new(std::time::Duration::from_secs(5), true, None, 8),
         vec![std::time::Duration::from_secs(1)],
         8,
         Default::default(),

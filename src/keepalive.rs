@@ -1,0 +1,555 @@
+//! Keep-alive HTTP/1.1 connections, each driven by the request that uses it: polls and webhooks.
+//!
+//! reqwest drives every connection in a task of its own and hands each
+//! request over through its pool and a channel: two task wake-ups and a lock
+//! per request, which at 2,000 polls a second cost more than the request
+//! (BENCHMARKS.md, "Polling against nginx"), and a task, a channel and
+//! buffers (about 30 KiB) for every connection it keeps, per host without a
+//! total bound: 100 webhook receivers kept 3,000 of them in the outage run.
+//! Here a request takes an idle connection to its origin, sends on it and
+//! drives it in its own task until the answer is read, then puts it back;
+//! at most `max_idle` wait in all. hyper-rustls gives the same TLS as
+//! reqwest (rustls, Mozilla's roots); a proxy stays reqwest's job.
+
+use http::uri::{Authority, Scheme};
+use http_body_util::BodyExt;
+use hyper::body::Body;
+use hyper::client::conn::http1;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::dns::GaiResolver;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+/// As reqwest's pool: how long an idle connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
+
+type Connection<B> = http1::Connection<Stream, B>;
+
+/// Where a connection goes: requests to one origin share them.
+type Origin = (Scheme, Authority);
+
+struct Conn<B: Body + 'static> {
+    sender: http1::SendRequest<B>,
+    /// None once it ended: never polled again, never reused.
+    conn: Option<Connection<B>>,
+    idle_since: Instant,
+}
+
+/// An answer, its body read up to the caller's limit.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+    /// False when the body went on past the limit (its connection is
+    /// closed, since the rest was never read).
+    pub complete: bool,
+}
+
+/// Why no answer came.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Connecting, TLS, or the connection failing before an answer.
+    #[error("{0}")]
+    Connect(String),
+    /// Something that is not HTTP came back.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A DNS resolver hyper's connector can use (the system's by default).
+pub trait Resolve:
+    Service<
+        hyper_util::client::legacy::connect::dns::Name,
+        Response = Self::Addrs,
+        Error = Self::Err,
+        Future = Self::Fut,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+    type Addrs: Iterator<Item = std::net::SocketAddr> + Send;
+    type Err: Into<Box<dyn std::error::Error + Send + Sync>>;
+    type Fut: std::future::Future<Output = Result<Self::Addrs, Self::Err>> + Send;
+}
+
+impl<R, A, E, F> Resolve for R
+where
+    R: Service<hyper_util::client::legacy::connect::dns::Name, Response = A, Error = E, Future = F>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    A: Iterator<Item = std::net::SocketAddr> + Send,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: std::future::Future<Output = Result<A, E>> + Send,
+{
+    type Addrs = A;
+    type Err = E;
+    type Fut = F;
+}
+
+struct Idle<B: Body + 'static> {
+    by_origin: HashMap<Origin, Vec<Conn<B>>>,
+    count: usize,
+}
+
+pub struct Pool<B: Body + 'static, R = GaiResolver> {
+    connector: HttpsConnector<HttpConnector<R>>,
+    idle: Mutex<Idle<B>>,
+    max_idle: usize,
+}
+
+impl<B> Pool<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// The system's resolver, trusting Mozilla's roots, as reqwest does.
+    pub fn new(connect_timeout: Duration, max_idle: usize) -> Self {
+        Self::with_resolver(GaiResolver::new(), connect_timeout, max_idle)
+    }
+}
+
+/// Mozilla's roots, as reqwest trusts them.
+fn mozilla_roots() -> rustls::ClientConfig {
+    use hyper_rustls::ConfigBuilderExt;
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports rustls' default protocol versions")
+    .with_webpki_roots()
+    .with_no_client_auth()
+}
+
+impl<B, R> Pool<B, R>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    R: Resolve,
+{
+    /// Names resolved by `resolver` (the SSRF guard's, for webhooks).
+    pub fn with_resolver(resolver: R, connect_timeout: Duration, max_idle: usize) -> Self {
+        Self::with_tls(resolver, mozilla_roots(), connect_timeout, max_idle)
+    }
+
+    fn with_tls(
+        resolver: R,
+        tls: rustls::ClientConfig,
+        connect_timeout: Duration,
+        max_idle: usize,
+    ) -> Self {
+        let mut http = HttpConnector::new_with_resolver(resolver);
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Self {
+            connector,
+            idle: Mutex::new(Idle {
+                by_origin: HashMap::new(),
+                count: 0,
+            }),
+            max_idle,
+        }
+    }
+
+    /// Send a request to `uri` (absolute; its origin is dialled when no
+    /// idle connection to it is left) and read up to `limit` bytes of the
+    /// answer. A reused connection the server closed meanwhile fails before
+    /// any answer; the request is then sent once more on a fresh one, so
+    /// only idempotent requests, or ones whose receivers dedupe (webhooks
+    /// carry an id), belong here. `Host` is set from the URI when missing.
+    pub async fn send(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+        body: B,
+        limit: usize,
+    ) -> Result<Answer, Failure>
+    where
+        B: Clone,
+    {
+        let origin = origin(uri)?;
+        let request = || request(method, uri, &origin, headers, body.clone());
+        if let Some(conn) = self.take_idle(&origin) {
+            match self.exchange(conn, &origin, request()?, limit).await {
+                Err(Failure::Connect(_)) => {}
+                answered => return answered,
+            }
+        }
+        let fresh = self.dial(uri).await?;
+        self.exchange(fresh, &origin, request()?, limit).await
+    }
+
+    fn take_idle(&self, origin: &Origin) -> Option<Conn<B>> {
+        let mut idle = self.idle.lock().expect("pool lock");
+        let Idle { by_origin, count } = &mut *idle;
+        let waiting = by_origin.get_mut(origin)?;
+        while let Some(mut c) = waiting.pop() {
+            *count -= 1;
+            // Nobody drives an idle connection: poll it once to learn
+            // whether the server closed it meanwhile.
+            let ended = c
+                .conn
+                .as_mut()
+                .is_none_or(|conn| futures_util::FutureExt::now_or_never(conn).is_some());
+            if !ended && !c.sender.is_closed() && c.idle_since.elapsed() < IDLE_TIMEOUT {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn put_back(&self, origin: &Origin, mut conn: Conn<B>) {
+        conn.idle_since = Instant::now();
+        let mut idle = self.idle.lock().expect("pool lock");
+        let Idle { by_origin, count } = &mut *idle;
+        let waiting = by_origin.entry(origin.clone()).or_default();
+        if *count >= self.max_idle {
+            // Full: this origin's oldest makes room (likeliest to be closed
+            // by the server), or, when it has none, this one is closed.
+            if waiting.is_empty() {
+                return;
+            }
+            waiting.remove(0);
+            *count -= 1;
+        }
+        waiting.push(conn);
+        *count += 1;
+    }
+
+    async fn dial(&self, uri: &http::Uri) -> Result<Conn<B>, Failure> {
+        let stream = self
+            .connector
+            .clone()
+            .call(uri.clone())
+            .await
+            .map_err(|e| Failure::Connect(chain(e.as_ref())))?;
+        let (sender, conn) = http1::handshake(stream)
+            .await
+            .map_err(|e| Failure::Connect(e.to_string()))?;
+        Ok(Conn {
+            sender,
+            conn: Some(conn),
+            idle_since: Instant::now(),
+        })
+    }
+
+    /// Send the request and read the answer, driving the connection
+    /// meanwhile; the connection goes back to the pool only when it can
+    /// carry another request.
+    async fn exchange(
+        &self,
+        mut c: Conn<B>,
+        origin: &Origin,
+        request: hyper::Request<B>,
+        limit: usize,
+    ) -> Result<Answer, Failure> {
+        let sent = c.sender.send_request(request);
+        let response = drive(sent, &mut c.conn)
+            .await
+            .map_err(|e| transport_error(&e))?;
+        let status = response.status().as_u16();
+        let (parts, mut body) = response.into_parts();
+        // Sized by Content-Length: grown by doubling, an answer kept
+        // until its commit took twice its size.
+        let hinted = body.size_hint().exact().unwrap_or(0);
+        let mut kept = Vec::with_capacity((hinted as usize).min(limit));
+        let mut complete = true;
+        while let Some(frame) = drive(body.frame(), &mut c.conn).await {
+            let frame = frame.map_err(|e| Failure::Invalid(e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                if kept.len() + data.len() > limit {
+                    complete = false;
+                    break;
+                }
+                kept.extend_from_slice(&data);
+            }
+        }
+        if complete && c.conn.is_some() && !c.sender.is_closed() {
+            self.put_back(origin, c);
+        }
+        Ok(Answer {
+            status,
+            headers: parts.headers,
+            body: kept,
+            complete,
+        })
+    }
+}
+
+/// An HTTP/1.1 request: the path as its target, `Host` from the origin
+/// unless `headers` name one.
+fn request<B>(
+    method: &http::Method,
+    uri: &http::Uri,
+    origin: &Origin,
+    headers: &http::HeaderMap,
+    body: B,
+) -> Result<hyper::Request<B>, Failure> {
+    let mut request = hyper::Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = origin_form(uri);
+    *request.headers_mut() = headers.clone();
+    if !headers.contains_key(http::header::HOST) {
+        let host = http::HeaderValue::from_str(origin.1.as_str())
+            .map_err(|e| Failure::Invalid(e.to_string()))?;
+        request.headers_mut().insert(http::header::HOST, host);
+    }
+    Ok(request)
+}
+
+fn origin(uri: &http::Uri) -> Result<Origin, Failure> {
+    match (uri.scheme(), uri.authority()) {
+        (Some(s), Some(a)) => Ok((s.clone(), a.clone())),
+        _ => Err(Failure::Invalid(format!("{uri} is not an absolute URL"))),
+    }
+}
+
+/// Await `work` while driving the connection it runs on. A connection
+/// that ends (the server closed it after answering, say) is taken out of
+/// `conn`, and `work` finishes with whatever it already received: hyper
+/// fails it if that was not enough.
+async fn drive<T, B>(
+    work: impl std::future::Future<Output = T>,
+    conn: &mut Option<Connection<B>>,
+) -> T
+where
+    B: Body + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    Connection<B>: std::future::Future + Unpin,
+{
+    tokio::pin!(work);
+    if let Some(c) = conn.as_mut() {
+        tokio::select! {
+            biased;
+            done = &mut work => return done,
+            _ = c => *conn = None,
+        }
+    }
+    work.await
+}
+
+fn transport_error(e: &hyper::Error) -> Failure {
+    if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+        Failure::Invalid(e.to_string())
+    } else {
+        Failure::Connect(chain(e))
+    }
+}
+
+/// An error and its causes, as one line ("connection refused" sits in a source).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The request target for HTTP/1.1: path and query, never the origin.
+fn origin_form(uri: &http::Uri) -> http::Uri {
+    uri.path_and_query()
+        .map(|p| http::Uri::from(p.clone()))
+        .unwrap_or_else(|| http::Uri::from_static("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Empty;
+    use hyper::body::Bytes;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    type GetPool = Pool<Empty<Bytes>>;
+
+    fn pool() -> GetPool {
+        Pool::new(Duration::from_secs(5), 8)
+    }
+
+    async fn get(pool: &GetPool, uri: &http::Uri, limit: usize) -> Result<Answer, Failure> {
+        let headers = http::HeaderMap::new();
+        pool.send(&http::Method::GET, uri, &headers, Empty::new(), limit)
+            .await
+    }
+
+    fn idle_count(pool: &GetPool) -> usize {
+        pool.idle.lock().unwrap().count
+    }
+
+    /// A server that answers `body` once per connection, then, when told,
+    /// closes it without saying so (as a server dropping an idle
+    /// keep-alive does), and reports that it did.
+    async fn one_answer_per_connection(
+        body: Vec<u8>,
+    ) -> (http::Uri, Arc<AtomicUsize>, Arc<tokio::sync::Notify>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri = format!("http://{}/v1/room/r/status", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let close = Arc::new(tokio::sync::Notify::new());
+        let (count, closing) = (accepted.clone(), close.clone());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let (body, closing) = (body.clone(), closing.clone());
+                tokio::spawn(async move {
+                    // Registered before answering: a close sent once the
+                    // answer is read is never missed.
+                    let closed = closing.notified();
+                    tokio::pin!(closed);
+                    closed.as_mut().enable();
+                    let mut buf = vec![0u8; 4096];
+                    let _ = socket.read(&mut buf).await;
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let _ = socket.write_all(&body).await;
+                    closed.await;
+                });
+            }
+        });
+        (uri.parse().unwrap(), accepted, close)
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_replaced_and_the_get_sent_again() {
+        let (uri, accepted, close) = one_answer_per_connection(b"{}".to_vec()).await;
+        let pool = pool();
+        for round in 1..=3 {
+            let answer = get(&pool, &uri, 64).await.unwrap();
+            assert_eq!((answer.status, answer.body.as_slice()), (200, &b"{}"[..]));
+            assert_eq!(accepted.load(Ordering::SeqCst), round);
+            // The kept connection is closed while it idles in the pool.
+            assert_eq!(idle_count(&pool), 1);
+            close.notify_waiters();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_limit_is_cut_and_its_connection_dropped() {
+        let (uri, _, _) = one_answer_per_connection(vec![b' '; 1025]).await;
+        let pool = pool();
+        let got = get(&pool, &uri, 1024).await.unwrap();
+        assert_eq!((got.status, got.complete), (200, false));
+        assert!(got.body.len() <= 1024);
+        assert_eq!(idle_count(&pool), 0);
+    }
+
+    #[tokio::test]
+    async fn at_most_max_idle_connections_wait_across_origins() {
+        let mut servers = Vec::new();
+        for _ in 0..3 {
+            servers.push(one_answer_per_connection(b"{}".to_vec()).await.0);
+        }
+        let pool: GetPool = Pool::new(Duration::from_secs(5), 2);
+        for uri in &servers {
+            assert_eq!(get(&pool, uri, 64).await.unwrap().status, 200);
+        }
+        // The third origin found the pool full and had nothing to give up.
+        assert_eq!(idle_count(&pool), 2);
+        let origins = &pool.idle.lock().unwrap().by_origin;
+        assert_eq!(origins.values().map(Vec::len).sum::<usize>(), 2);
+    }
+
+    /// A TLS server for `localhost` with a certificate of its own making,
+    /// answering every connection once; and that certificate.
+    async fn tls_server() -> (u16, rustls::pki_types::CertificateDer<'static>) {
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert = key.cert.der().clone();
+        let private =
+            rustls::pki_types::PrivateKeyDer::try_from(key.key_pair.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], private)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(socket).await else {
+                        return;
+                    };
+                    let mut buf = vec![0u8; 4096];
+                    let _ = tls.read(&mut buf).await;
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecure";
+                    let _ = tls.write_all(answer).await;
+                    let _ = tls.flush().await;
+                });
+            }
+        });
+        (port, cert)
+    }
+
+    #[tokio::test]
+    async fn https_is_spoken_with_tls_and_checked_against_the_trusted_roots() {
+        let (port, cert) = tls_server().await;
+        let uri: http::Uri = format!("https://localhost:{port}/v1/room/r/status")
+            .parse()
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let trusting = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let trusted: GetPool =
+            Pool::with_tls(GaiResolver::new(), trusting, Duration::from_secs(5), 8);
+        let answer = get(&trusted, &uri, 64).await.unwrap();
+        assert_eq!(
+            (answer.status, answer.body.as_slice()),
+            (200, &b"secure"[..])
+        );
+        // Mozilla's roots do not know this certificate: refused, never read.
+        let got = get(&pool(), &uri, 64).await;
+        match got {
+            Err(Failure::Connect(e)) => assert!(e.contains("certificate"), "{e}"),
+            other => panic!("an untrusted certificate was accepted: {:?}", other.err()),
+        }
+    }
+
+    #[tokio::test]
+    async fn nobody_listening_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let uri: http::Uri = format!("http://{}/x", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        drop(listener);
+        let got = get(&pool(), &uri, 64).await;
+        assert!(matches!(got, Err(Failure::Connect(_))), "{:?}", got.err());
+    }
+}
