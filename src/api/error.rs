@@ -1,9 +1,10 @@
 //! The API's one error type and the envelope every answer uses.
 
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
@@ -107,6 +108,44 @@ pub fn ok(status: StatusCode, message: &str, data: impl Serialize) -> Response {
 
 pub fn ok_value(message: &str, data: impl Serialize) -> Response {
     ok(StatusCode::OK, message, data)
+}
+
+/// A success whose `data` is a long list, written a slice of items at a
+/// time as the connection takes them: built whole, 10,000 rooms were an
+/// 8 MiB buffer (and its doublings) at the peak of every `GET /v1/rooms`.
+pub fn ok_list<T, V, F>(message: &str, items: Vec<T>, mut view: F) -> Response
+where
+    T: Send + 'static,
+    V: Serialize,
+    F: FnMut(T) -> V + Send + 'static,
+{
+    const SLICE: usize = 64;
+    let head = format!(
+        r#"{{"success":true,"message":{},"data":["#,
+        serde_json::Value::from(message)
+    );
+    let mut items = items.into_iter().peekable();
+    let mut first = true;
+    let slices = std::iter::from_fn(move || {
+        items.peek()?;
+        let mut out = Vec::with_capacity(SLICE * 1024);
+        for item in items.by_ref().take(SLICE) {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, &view(item)).expect("views serialize");
+        }
+        Some(Bytes::from(out))
+    });
+    let chunks = std::iter::once(Bytes::from(head))
+        .chain(slices)
+        .chain(std::iter::once(Bytes::from_static(b"]}")))
+        .map(Ok::<_, std::convert::Infallible>);
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(futures_util::stream::iter(chunks)),
+    )
+        .into_response()
 }
 
 /// `Json<T>` whose rejections answer in the envelope with an honest status.

@@ -1,7 +1,7 @@
 //! Rooms: watch, unwatch, list, and the drop-in upstream status route.
 
 use super::auth::bearer_ok;
-use super::error::{ok, ok_value, ApiError, ApiPath};
+use super::error::{ok, ok_list, ok_value, ApiError, ApiPath};
 use super::schema::{Envelope, ErrorEnvelope, PutRoomBody, RoomRef, RoomView, UpstreamAnswer};
 use super::AppState;
 use crate::backend::Backend;
@@ -151,14 +151,11 @@ pub async fn list_rooms(State(state): State<AppState>) -> Result<Response, ApiEr
         Backend::Postgres(p) => p.owners().await?,
         Backend::Sled(_) => Default::default(),
     };
-    let rooms: Vec<RoomView> = state
-        .store
-        .watched_rooms()
-        .await?
-        .iter()
-        .map(|r| view(&state, r, owners.remove(&r.room_id)))
-        .collect();
-    Ok(ok_value("Watched rooms", rooms))
+    let rooms = state.store.watched_rooms().await?;
+    Ok(ok_list("Watched rooms", rooms, move |r: RoomRecord| {
+        let owner = owners.remove(&r.room_id);
+        view(&state, &r, owner)
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/rooms/{room_id}", tag = "rooms", params(("room_id" = String, Path, description = "Room id, percent-encoded as one segment")),
