@@ -337,7 +337,7 @@ impl Config {
             typed(s, "RELAY_POLL_BACKOFF_MAX", "2m", parse_duration)?,
         )?;
         let delivery_concurrency = typed(s, "RELAY_DELIVERY_CONCURRENCY", "64", count)?.max(1);
-        let cache_mb = typed(s, "RELAY_CACHE_MB", "32", count)?;
+        let cache_mb = typed(s, "RELAY_CACHE_MB", "8", count)?;
         let upstream_timeout = positive(
             "RELAY_UPSTREAM_TIMEOUT",
             typed(s, "RELAY_UPSTREAM_TIMEOUT", "10s", parse_duration)?,
