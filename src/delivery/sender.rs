@@ -263,3 +263,75 @@ fn describe(e: reqwest::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::{verify, Secret};
+    use crate::subscription::Subscription;
+    use http_body_util::BodyExt;
+    use hyper::server::conn::http1 as server;
+    use hyper_util::rt::TokioIo;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    type Seen = Arc<Mutex<Vec<(http::HeaderMap, Vec<u8>)>>>;
+
+    /// A keep-alive receiver: counts its connections, keeps every request.
+    async fn receiver() -> (String, Arc<AtomicUsize>, Seen) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let (connections, seen) = (Arc::new(AtomicUsize::new(0)), Seen::default());
+        let (count, keep) = (connections.clone(), seen.clone());
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let keep = keep.clone();
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let keep = keep.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await?.to_bytes().to_vec();
+                            keep.lock().unwrap().push((parts.headers, body));
+                            Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::from(
+                                "ok",
+                            ))))
+                        }
+                    },
+                );
+                tokio::spawn(
+                    server::Builder::new().serve_connection(TokioIo::new(socket), service),
+                );
+            }
+        });
+        (url, connections, seen)
+    }
+
+    #[tokio::test]
+    async fn webhooks_are_signed_as_stored_and_share_a_kept_connection() {
+        let (url, connections, seen) = receiver().await;
+        let sub = Subscription::new("sub_1".into(), url, vec![], vec![], None, Utc::now());
+        let secret = Secret::parse(&sub.secrets[0].secret).unwrap();
+        let target = Target::new(sub);
+        let sender = Sender::new(Duration::from_secs(5), true, None, 4);
+        for n in 0..3 {
+            let body = format!(r#"{{"n":{n}}}"#).into_bytes();
+            let (attempt, outcome) = sender.send(&target, "evt_1", body, Utc::now()).await;
+            assert!(matches!(outcome, AttemptOutcome::Success), "{attempt:?}");
+            assert_eq!(attempt.response.as_deref(), Some("ok"));
+        }
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            1,
+            "one connection, kept"
+        );
+        for (n, (headers, body)) in seen.lock().unwrap().iter().enumerate() {
+            assert_eq!(body, format!(r#"{{"n":{n}}}"#).as_bytes());
+            assert_eq!(headers["content-type"], "application/json");
+            assert!(headers["host"].to_str().unwrap().starts_with("127.0.0.1:"));
+            let now = Utc::now().timestamp();
+            assert!(verify(&secret, headers, body, now, Duration::from_secs(60)).is_ok());
+        }
+    }
+}
