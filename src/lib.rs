@@ -13,6 +13,7 @@
 //! Its edges:
 //! - `config`: settings from a TOML file and the environment, typed and validated
 //! - `upstream`: the Room Status client and its typed failures
+//! - `keepalive`: keep-alive HTTP/1.1 connections driven by the request that uses them (polls and webhooks)
 //! - `retry_after`: parsing `Retry-After`
 //! - `ids`: public ids and the monotonic ULID source behind them
 //! - `db`: what the store and the outbox share over sled (errors, record coding)
@@ -21,7 +22,8 @@
 //! - `poller`: per-room polling loops around `poll_once`, backoff and upstream limits
 //! - `delivery`: the webhook engine around the outbox: concurrency, HTTP, signing, retries
 //! - `ssrf`: refusing private webhook targets, at check time and at connect time
-//! - `cluster`: PostgreSQL cluster mode, in progress: schema, room leases with epoch fencing, the fenced commit
+//! - `backend`: the one storage facade, sled or PostgreSQL, that the API, poller and engine call
+//! - `cluster`: PostgreSQL cluster mode: migrations, the shared store and outbox, room leases with epoch fencing
 //! - `retention`: background pruning of old events and finished deliveries
 //! - `metrics`: Prometheus counters, histograms and scrape-time gauges
 //! - `api`: the admin HTTP API (routes, bearer auth, the envelope, OpenAPI)
