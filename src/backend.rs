@@ -13,7 +13,7 @@ use crate::subscription::Subscription;
 use chrono::{DateTime, Utc};
 
 /// How long a claim made through [`Backend::claim`] is held on PostgreSQL.
-const CLAIM_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const CLAIM_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Clone)]
 pub enum Backend {

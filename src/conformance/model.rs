@@ -61,6 +61,10 @@ struct World {
     counts: [u64; ROOMS.len()],
     subs: Vec<String>,
     in_flight: Vec<Claim>,
+    /// When each claim in flight was made, by delivery id: on PostgreSQL a
+    /// claim held past its hold is lost (its holder counts as dead), and
+    /// another claim may take the head again.
+    claimed_at: HashMap<String, DateTime<Utc>>,
     /// Deliveries that a replay or retry made: they may go out of order.
     manual: BTreeSet<String>,
     /// Per lane, the last sequence whose first attempt was made.
@@ -84,6 +88,7 @@ impl World {
             counts: [0; ROOMS.len()],
             subs: Vec::new(),
             in_flight: Vec::new(),
+            claimed_at: HashMap::new(),
             manual: BTreeSet::new(),
             first_attempts: HashMap::new(),
             next_sub: 0,
@@ -163,6 +168,9 @@ impl World {
                     if self.in_flight.iter().any(|f| f.lane == c.lane) {
                         return Err("two heads of one lane in flight".into());
                     }
+                }
+                for c in &claims {
+                    self.claimed_at.insert(c.delivery.id.clone(), now);
                 }
                 self.in_flight.extend(claims);
             }
@@ -261,7 +269,18 @@ impl World {
                     self.h.watch(&[]).await;
                 }
             }
-            Op::Advance(s) => self.now = now + Duration::seconds(s as i64),
+            Op::Advance(s) => {
+                self.now = now + Duration::seconds(s as i64);
+                if self.h.is_postgres() {
+                    let hold = Duration::from_std(crate::backend::CLAIM_HOLD).unwrap();
+                    let expired = |c: &Claim| {
+                        self.claimed_at
+                            .get(&c.delivery.id)
+                            .is_some_and(|at| *at + hold < self.now)
+                    };
+                    self.in_flight.retain(|c| !expired(c));
+                }
+            }
         }
         self.check().await
     }
