@@ -36,7 +36,7 @@ use tracing::{info, instrument, warn};
 /// When every room changes at once the committer falls behind; the rest
 /// then wait before asking, rather than each holding its answer, snapshot
 /// and diff (about 2 KiB) until the committer reaches it: 10,000 rooms
-/// held 25 MiB. 512 answers are still eight full batches for the committer.
+/// held 25 MiB. 2,048 answers are still 32 full batches for the committer.
 const COMMIT_SLOTS: usize = 2048;
 
 /// What the poller holds of a room: the stored state it diffs against
