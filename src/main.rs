@@ -75,9 +75,10 @@ fn load(file: Option<&std::path::Path>) -> Result<Config, ConfigError> {
 
 /// glibc gives threads that contend for malloc arenas of their own, up to
 /// eight per core, and each keeps what was freed in it: in the outage run
-/// (BENCHMARKS.md) the relay's heap sat in arenas of the tokio workers and
-/// of blocking store writes, and two arenas peaked 20 to 25 MiB lower at
-/// no cost in throughput. `MALLOC_ARENA_MAX` in the environment still wins.
+/// (BENCHMARKS.md) two arenas peaked 15 to 30 MiB lower, for 10 to 20% more
+/// CPU per delivery in a burst. Memory is the scarcer of the two where a
+/// relay runs beside an LMS; `MALLOC_ARENA_MAX` in the environment still
+/// wins (16 for throughput first).
 fn fewer_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
