@@ -197,6 +197,79 @@ async fn hyper_h2(url: String, rate: u64, secs: u64) -> (u64, Duration) {
     (done, cpu() - start_cpu)
 }
 
+/// The same paced requests on kept connections with no HTTP library in
+/// between: a request written from bytes built once, the answer read into
+/// a buffer kept per connection and parsed with httparse (hyper's own
+/// parser). What a poll could cost with nothing but the parse.
+async fn raw_tasks(url: String, rate: u64, secs: u64, conns: u64) -> (u64, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let uri: hyper::Uri = url.parse().unwrap();
+    let authority = uri.authority().unwrap().clone();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nhost: {}\r\nvf-org-id: bench\r\n\r\n",
+        uri.path(),
+        authority
+    )
+    .into_bytes();
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let start_cpu = cpu();
+    let mut tasks = Vec::new();
+    for i in 0..conns {
+        let (authority, request, done) = (authority.clone(), request.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(authority.as_str()).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let period = Duration::from_nanos(1_000_000_000 * conns / rate);
+            let mut next = tokio::time::Instant::now() + period * i as u32 / conns as u32;
+            let tick = batch();
+            let origin = tokio::time::Instant::now();
+            let mut buf: Vec<u8> = Vec::with_capacity(8192);
+            loop {
+                tokio::time::sleep_until(round_up(next, origin, tick)).await;
+                if Instant::now() >= stop {
+                    return;
+                }
+                stream.write_all(&request).await.unwrap();
+                buf.clear();
+                let ok = loop {
+                    if stream.read_buf(&mut buf).await.unwrap() == 0 {
+                        panic!("connection ended");
+                    }
+                    let mut headers = [httparse::EMPTY_HEADER; 32];
+                    let mut res = httparse::Response::new(&mut headers);
+                    let parsed = match res.parse(&buf).unwrap() {
+                        httparse::Status::Complete(head) => {
+                            let len: usize = res
+                                .headers
+                                .iter()
+                                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                                .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+                                .unwrap();
+                            Some((head + len, res.code == Some(200)))
+                        }
+                        httparse::Status::Partial => None,
+                    };
+                    if let Some((end, ok)) = parsed {
+                        while buf.len() < end {
+                            stream.read_buf(&mut buf).await.unwrap();
+                        }
+                        break ok;
+                    }
+                };
+                if ok {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                next += period;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (done.load(Ordering::Relaxed), cpu() - start_cpu)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -225,6 +298,11 @@ async fn main() {
             c.as_secs_f64() * 1e6 / n.max(1) as f64
         );
     }
+    let (n, c) = raw_tasks(url.clone(), rate, secs, conns).await;
+    println!(
+        "httparse on kept connections, {conns} connections: {n} requests, {:.1} µs client CPU each",
+        c.as_secs_f64() * 1e6 / n.max(1) as f64
+    );
     let (n, c) = hyper_tasks(url, rate, secs, conns).await;
     println!(
         "hyper conn-level, {conns} connections, driven in-task: {n} requests, {:.1} µs client CPU each",

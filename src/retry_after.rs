@@ -7,7 +7,12 @@ use std::time::Duration;
 const MAX: Duration = Duration::from_secs(24 * 3600);
 
 pub fn parse(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("retry-after")?.to_str().ok()?.trim();
+    parse_value(headers.get("retry-after")?.to_str().ok()?)
+}
+
+/// A `Retry-After` header's value as a duration.
+pub fn parse_value(value: &str) -> Option<Duration> {
+    let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs).min(MAX));
     }

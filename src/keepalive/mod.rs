@@ -120,6 +120,31 @@ where
     }
 }
 
+/// Dials http and https origins (TLS trusting Mozilla's roots, as reqwest
+/// does), with no delay on writes: the connector of every kept connection.
+pub(crate) fn connector<R: Resolve>(
+    resolver: R,
+    connect_timeout: Duration,
+) -> HttpsConnector<HttpConnector<R>> {
+    https(resolver, mozilla_roots(), connect_timeout)
+}
+
+fn https<R: Resolve>(
+    resolver: R,
+    tls: rustls::ClientConfig,
+    connect_timeout: Duration,
+) -> HttpsConnector<HttpConnector<R>> {
+    let mut http = HttpConnector::new_with_resolver(resolver);
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http)
+}
+
 /// Mozilla's roots, as reqwest trusts them.
 fn mozilla_roots() -> rustls::ClientConfig {
     use hyper_rustls::ConfigBuilderExt;
@@ -150,17 +175,8 @@ where
         connect_timeout: Duration,
         max_idle: usize,
     ) -> Self {
-        let mut http = HttpConnector::new_with_resolver(resolver);
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         Self {
-            connector,
+            connector: https(resolver, tls, connect_timeout),
             idle: Mutex::new(Idle {
                 by_origin: HashMap::new(),
                 count: 0,
@@ -357,7 +373,7 @@ fn transport_error(e: &hyper::Error) -> Failure {
 }
 
 /// An error and its causes, as one line ("connection refused" sits in a source).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -443,15 +443,15 @@ impl Poller {
         let result = {
             // The cap is on requests in flight: the commit below does not hold it.
             let _permit = self.inner.in_flight.acquire().await.expect("never closed");
-            self.inner.client.fetch_body(target).await
+            let known = |body: &[u8]| self.is_known_body(room, body);
+            self.inner.client.fetch_changed(target, known).await
         };
         let took = started.elapsed();
         let now = Utc::now();
-        let result = result.and_then(|body| {
-            if self.is_known_body(room, &body) {
-                return Ok(None);
-            }
-            crate::upstream::parse_body(room, &body).map(|status| Some((status, body)))
+        let result = result.and_then(|changed| {
+            changed
+                .map(|body| crate::upstream::parse_body(room, &body).map(|status| (status, body)))
+                .transpose()
         });
         if result.is_ok() && self.inner.auth.set(Auth::Accepted) {
             info!("upstream accepts the organization id");

@@ -1,10 +1,10 @@
 //! The client of Verriflo's Room Status endpoint: one request, one typed outcome.
 
+mod wire;
+
 use crate::keepalive::{self, Answer};
 use crate::room::{RoomId, RoomStatus};
 use crate::secret::OrgId;
-use http_body_util::Empty;
-use hyper::body::Bytes;
 use std::time::Duration;
 use url::Url;
 
@@ -69,26 +69,12 @@ pub struct StatusTarget {
 /// or through reqwest when a proxy is configured (reqwest reads the
 /// `*_PROXY` variables and `NO_PROXY`, and tunnels TLS through `CONNECT`).
 enum Transport {
-    Direct(keepalive::Pool<Empty<Bytes>>),
+    Direct(wire::Wire),
     Proxied(reqwest::Client),
 }
 
 impl UpstreamClient {
     pub fn new(base: Url, org: OrgId, timeout: Duration) -> Self {
-        let transport = if proxy_configured(|k| std::env::var(k).ok()) {
-            let http = reqwest::Client::builder()
-                .timeout(timeout)
-                .connect_timeout(timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .pool_max_idle_per_host(256)
-                .user_agent(USER_AGENT)
-                .build()
-                .expect("the HTTP client builds with static settings");
-            Transport::Proxied(http)
-        } else {
-            Transport::Direct(keepalive::Pool::new(timeout, MAX_IDLE))
-        };
         let mut org = http::HeaderValue::from_str(org.expose())
             .expect("the org id was checked to be a header value");
         org.set_sensitive(true);
@@ -105,6 +91,26 @@ impl UpstreamClient {
             http::header::ACCEPT,
             http::HeaderValue::from_static("application/json"),
         );
+        let transport = if proxy_configured(|k| std::env::var(k).ok()) {
+            let http = reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(256)
+                .user_agent(USER_AGENT)
+                .build()
+                .expect("the HTTP client builds with static settings");
+            Transport::Proxied(http)
+        } else {
+            // An http(s) URL's origin is always a URI.
+            let origin = base
+                .origin()
+                .ascii_serialization()
+                .parse()
+                .expect("the base URL's origin is a URI");
+            Transport::Direct(wire::Wire::new(origin, &headers, timeout, MAX_IDLE))
+        };
         Self {
             transport: std::sync::Arc::new(transport),
             base,
@@ -124,46 +130,47 @@ impl UpstreamClient {
         StatusTarget { url, uri }
     }
 
-    /// The body of a 200 answer, unparsed: a poller that holds the last
-    /// body it parsed settles an unchanged answer with one comparison.
-    pub async fn fetch_body(&self, target: &StatusTarget) -> Result<Vec<u8>, PollError> {
-        let answer = match self.transport.as_ref() {
-            Transport::Direct(pool) => {
+    /// The body of a 200 answer, unparsed; None when it is, byte for byte,
+    /// what `known` says was last parsed: a poller that holds that body
+    /// settles an unchanged answer with one comparison, and on our own
+    /// connections without copying it out of the connection's buffer.
+    pub async fn fetch_changed(
+        &self,
+        target: &StatusTarget,
+        known: impl FnOnce(&[u8]) -> bool,
+    ) -> Result<Option<Vec<u8>>, PollError> {
+        match self.transport.as_ref() {
+            Transport::Direct(wire) => {
                 let uri = target
                     .uri
                     .as_ref()
                     .map_err(|e| PollError::Connect(e.clone()))?;
-                // Boxed: the exchange's future is about 6 KiB, and a
-                // room's task would otherwise carry it while it sleeps.
-                let get = pool.send(
-                    &http::Method::GET,
-                    uri,
-                    &self.headers,
-                    Empty::new(),
-                    MAX_BODY,
-                );
-                let answer = tokio::time::timeout(self.timeout, Box::pin(get))
+                let path = uri.path_and_query().map_or("/", |p| p.as_str());
+                let get = wire.get(path, MAX_BODY, |answer| match answer.status {
+                    200 => Ok((!known(answer.body)).then(|| answer.body.to_vec())),
+                    status => Err(status_error(status, answer.header("retry-after"))),
+                });
+                tokio::time::timeout(self.timeout, get)
                     .await
                     .map_err(|_| PollError::Timeout)?
                     .map_err(|e| match e {
                         keepalive::Failure::Connect(e) => PollError::Connect(e),
                         keepalive::Failure::Invalid(e) => PollError::InvalidBody(e),
-                    })?;
-                if !answer.complete {
-                    return Err(PollError::InvalidBody("answer over 64 KiB".into()));
-                }
-                answer
+                    })?
             }
-            Transport::Proxied(http) => Box::pin(self.fetch_proxied(http, &target.url)).await?,
-        };
-        match answer.status {
-            200 => Ok(answer.body),
-            400 => Err(PollError::BadRequest),
-            401 => Err(PollError::Unauthorized),
-            429 => Err(PollError::RateLimited {
-                retry_after: crate::retry_after::parse(&answer.headers),
-            }),
-            status => Err(PollError::Status(status)),
+            Transport::Proxied(http) => {
+                let answer = Box::pin(self.fetch_proxied(http, &target.url)).await?;
+                match answer.status {
+                    200 => Ok((!known(&answer.body)).then_some(answer.body)),
+                    status => {
+                        let retry_after = answer.headers.get("retry-after");
+                        Err(status_error(
+                            status,
+                            retry_after.and_then(|v| v.to_str().ok()),
+                        ))
+                    }
+                }
+            }
         }
     }
 
@@ -226,6 +233,18 @@ pub fn status_url(base: &Url, room: &RoomId) -> Url {
         .pop_if_empty()
         .extend(["v1", "room", room.as_str(), "status"]);
     url
+}
+
+/// What an answer other than 200 means.
+fn status_error(status: u16, retry_after: Option<&str>) -> PollError {
+    match status {
+        400 => PollError::BadRequest,
+        401 => PollError::Unauthorized,
+        429 => PollError::RateLimited {
+            retry_after: retry_after.and_then(crate::retry_after::parse_value),
+        },
+        status => PollError::Status(status),
+    }
 }
 
 fn transport_error(e: reqwest::Error) -> PollError {
