@@ -8,18 +8,19 @@ mod commit;
 pub mod history;
 mod limits;
 mod ownership;
+mod poll;
 pub mod schedule;
 mod scheduler;
 mod state;
 
 pub use limits::{Auth, AuthGate};
+use state::Slot;
 pub use state::{Health, PollOutcome, RoomRuntime};
 
 use crate::backend::Backend;
-use crate::metrics::{Kind, Metrics};
+use crate::metrics::Metrics;
 use crate::room::RoomId;
-use crate::store::{Base, PollAnswer, PollCommit};
-use crate::upstream::{PollError, StatusTarget, UpstreamClient};
+use crate::upstream::{PollError, UpstreamClient};
 use chrono::{DateTime, Utc};
 use limits::{Pause, RateLimiter};
 use std::collections::HashMap;
@@ -30,7 +31,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, instrument, warn};
+use tracing::warn;
 
 /// At most this many polls are between their request and their commit.
 /// When every room changes at once the committer falls behind; the rest
@@ -38,14 +39,6 @@ use tracing::{info, instrument, warn};
 /// and diff (about 2 KiB) until the committer reaches it: 10,000 rooms
 /// held 25 MiB. 2,048 answers are still 32 full batches for the committer.
 const COMMIT_SLOTS: usize = 2048;
-
-/// What the poller holds of a room: the stored state it diffs against
-/// (with the version its commit must find), and the body its snapshot was
-/// parsed from (empty before the baseline).
-struct Known {
-    base: Base,
-    body: Vec<u8>,
-}
 
 /// A watch refused because `RELAY_MAX_ROOMS` rooms are watched.
 #[derive(Debug, PartialEq, Eq)]
@@ -79,13 +72,11 @@ struct Inner {
     store: Backend,
     committer: commit::Committer,
     settings: PollSettings,
-    runtime: Mutex<HashMap<String, RoomRuntime>>,
-    tasks: Mutex<HashMap<String, CancellationToken>>,
-    /// Each room's last stored snapshot, and the body it was parsed from,
-    /// so an unchanged answer is settled by comparing bytes: no parse, no
-    /// store. Only this room's own task writes it, after its commit;
-    /// unwatching removes it.
-    snapshots: Mutex<HashMap<String, Known>>,
+    /// Every room polled here. Each slot holds the room's last stored
+    /// snapshot and the body it was parsed from, so an unchanged answer is
+    /// settled by comparing bytes (no parse, no store), and what its polls
+    /// came to. Only the room's own poll writes them; unwatching removes it.
+    rooms: Mutex<HashMap<String, Arc<Slot>>>,
     /// Held across a watch or unwatch: the store and the task map change
     /// together, so concurrent PUT and DELETE of a room cannot leave it
     /// watched but unpolled, and the room cap is checked and used at once.
@@ -131,7 +122,7 @@ impl Poller {
             })
         });
         metrics.poll_budget.set(settings.budget as i64);
-        Self {
+        let poller = Self {
             inner: Arc::new(Inner {
                 origin: Instant::now(),
                 client,
@@ -140,9 +131,7 @@ impl Poller {
                 uncommitted: Semaphore::new(COMMIT_SLOTS),
                 limiter: RateLimiter::new(rps),
                 budget,
-                runtime: Mutex::default(),
-                tasks: Mutex::default(),
-                snapshots: Mutex::default(),
+                rooms: Mutex::default(),
                 membership: Default::default(),
                 ownership: store
                     .postgres()
@@ -157,7 +146,19 @@ impl Poller {
                 shutdown,
                 tracker,
             }),
-        }
+        };
+        // At shutdown every room's task stops where it waits.
+        let inner = Arc::downgrade(&poller.inner);
+        let shutdown = poller.inner.shutdown.clone();
+        poller.inner.tracker.spawn(async move {
+            shutdown.cancelled().await;
+            if let Some(inner) = inner.upgrade() {
+                for slot in inner.rooms.lock().unwrap().values() {
+                    slot.stop();
+                }
+            }
+        });
+        poller
     }
 
     /// Start a task for every room the store says is watched; in a
@@ -203,8 +204,7 @@ impl Poller {
         match &self.inner.budget {
             Some(b) => b.next_poll(room).map(|(at, why)| (at, why.as_str())),
             None => {
-                let rt = self.inner.runtime.lock().unwrap();
-                let rt = rt.get(room)?;
+                let rt = self.slot(room)?.runtime();
                 let why = if rt.failures > 0 { "retry" } else { "interval" };
                 rt.next_poll_at.map(|at| (at, why))
             }
@@ -265,28 +265,19 @@ impl Poller {
 
     /// Stop polling a room here, and forget what this instance held of it.
     fn stop_room(&self, room: &str) {
-        if let Some(token) = self.inner.tasks.lock().unwrap().remove(room) {
-            token.cancel();
+        if let Some(slot) = self.inner.rooms.lock().unwrap().remove(room) {
+            slot.stop();
         }
         if let Some(o) = &self.inner.ownership {
             o.forget(room);
         }
-        self.inner.snapshots.lock().unwrap().remove(room);
-        self.inner.runtime.lock().unwrap().remove(room);
         if let Some(b) = &self.inner.budget {
             b.remove(room);
         }
     }
 
     pub fn runtime(&self, room: &str) -> RoomRuntime {
-        let mut rt = self
-            .inner
-            .runtime
-            .lock()
-            .unwrap()
-            .get(room)
-            .cloned()
-            .unwrap_or_default();
+        let mut rt = self.slot(room).map(|s| s.runtime()).unwrap_or_default();
         if self.auth() == Auth::Rejected && rt.health != Health::Invalid {
             rt.health = Health::Unauthorized;
         }
@@ -294,11 +285,25 @@ impl Poller {
     }
 
     pub fn is_watched(&self, room: &RoomId) -> bool {
-        self.inner.tasks.lock().unwrap().contains_key(room.as_str())
+        self.inner.rooms.lock().unwrap().contains_key(room.as_str())
     }
 
     pub fn watched_count(&self) -> usize {
-        self.inner.tasks.lock().unwrap().len()
+        self.inner.rooms.lock().unwrap().len()
+    }
+
+    fn slot(&self, room: &str) -> Option<Arc<Slot>> {
+        self.inner.rooms.lock().unwrap().get(room).cloned()
+    }
+
+    /// What was last stored of a room polled here: exists, and is live.
+    fn known_state(&self, room: &str) -> Option<(bool, bool)> {
+        self.slot(room)?.known_state()
+    }
+
+    /// Failures in a row of a room's polls.
+    fn failures(&self, room: &str) -> u32 {
+        self.slot(room).map_or(0, |s| s.failures())
     }
 
     pub fn auth(&self) -> Auth {
@@ -310,13 +315,13 @@ impl Poller {
     }
 
     async fn spawn_room(&self, room: RoomId) {
-        let token = self.inner.shutdown.child_token();
+        let slot = Arc::new(Slot::new());
         {
-            let mut tasks = self.inner.tasks.lock().unwrap();
-            if tasks.contains_key(room.as_str()) {
+            let mut rooms = self.inner.rooms.lock().unwrap();
+            if rooms.contains_key(room.as_str()) {
                 return;
             }
-            tasks.insert(room.to_string(), token.clone());
+            rooms.insert(room.to_string(), slot.clone());
         }
         if let Some(b) = &self.inner.budget {
             // One loop polls every room; what the store knows seeds it.
@@ -334,18 +339,23 @@ impl Poller {
         }
         let k = self.inner.next_slot.fetch_add(1, Ordering::Relaxed);
         let first = schedule::phase(k, self.inner.settings.interval);
+        if self.inner.shutdown.is_cancelled() {
+            return;
+        }
         let this = self.clone();
-        self.inner.tracker.spawn(async move {
-            tokio::select! {
-                _ = token.cancelled() => {}
-                _ = this.room_loop(room, first) => {}
-            }
-        });
+        let held = slot.clone();
+        // Stopped by abort (unwatched, its lease lost, shutdown), so its
+        // loop checks no token at each of its wake-ups.
+        let task = self
+            .inner
+            .tracker
+            .spawn(async move { this.room_loop(room, &held, first).await });
+        slot.set_task(task.abort_handle());
     }
 
     /// One room's life: wait for its phase, then poll once per interval,
     /// backing off while it fails.
-    async fn room_loop(&self, room: RoomId, first: Duration) {
+    async fn room_loop(&self, room: RoomId, slot: &Slot, first: Duration) {
         let s = &self.inner.settings;
         let target = self.inner.client.status_target(&room);
         let mut due = Instant::now() + first;
@@ -360,8 +370,8 @@ impl Poller {
             self.inner.limiter.acquire().await;
             // Boxed: a poll's state (its permit, fetch and commit) exists
             // only while it runs, not in each of 10,000 sleeping tasks.
-            let outcome = Box::pin(self.poll_at(&room, &target)).await;
-            let failures = self.failures(room.as_str());
+            let outcome = Box::pin(self.poll_at(&room, slot, &target)).await;
+            let failures = slot.failures();
             let error = match &outcome {
                 PollOutcome::Failed(e) => Some(e),
                 PollOutcome::NotWatched => {
@@ -391,7 +401,7 @@ impl Poller {
             } else {
                 Instant::now() + wait
             };
-            self.set_next_poll(&room, due);
+            slot.set_next_poll(due);
         }
     }
 
@@ -414,200 +424,12 @@ impl Poller {
                 // Probes spend the budget (and RELAY_MAX_RPS) like any poll.
                 this.inner.limiter.acquire().await;
                 // Probe with a room that is still watched.
-                let probe = this.inner.tasks.lock().unwrap().keys().next().cloned();
+                let probe = this.inner.rooms.lock().unwrap().keys().next().cloned();
                 let room = probe
                     .and_then(|r| RoomId::parse(r).ok())
                     .unwrap_or_else(|| room.clone());
                 this.poll_once(&room).await;
             }
         });
-    }
-
-    /// Poll one room once: fetch, diff against the snapshot, store.
-    pub async fn poll_once(&self, room: &RoomId) -> PollOutcome {
-        let target = self.inner.client.status_target(room);
-        self.poll_at(room, &target).await
-    }
-
-    /// [`Self::poll_once`] at the room's status URL, built by the caller.
-    /// The span is at debug level: at info it would cost every poll.
-    #[instrument(level = "debug", skip(self, target), fields(room = %room))]
-    async fn poll_at(&self, room: &RoomId, target: &StatusTarget) -> PollOutcome {
-        let _slot = self
-            .inner
-            .uncommitted
-            .acquire()
-            .await
-            .expect("never closed");
-        let started = std::time::Instant::now();
-        let result = {
-            // The cap is on requests in flight: the commit below does not hold it.
-            let _permit = self.inner.in_flight.acquire().await.expect("never closed");
-            let known = |body: &[u8]| self.is_known_body(room, body);
-            self.inner.client.fetch_changed(target, known).await
-        };
-        let took = started.elapsed();
-        let now = Utc::now();
-        let result = result.and_then(|changed| {
-            changed
-                .map(|body| crate::upstream::parse_body(room, &body).map(|status| (status, body)))
-                .transpose()
-        });
-        if result.is_ok() && self.inner.auth.set(Auth::Accepted) {
-            info!("upstream accepts the organization id");
-        }
-        let outcome = match result {
-            // The very bytes last parsed and stored: nothing changed.
-            Ok(None) => PollOutcome::Unchanged,
-            // Boxed, as the fetch is: a changed answer is rare, and its
-            // commit's state would otherwise sit in every room's task.
-            Ok(Some((status, body))) => {
-                match Box::pin(self.commit(room, status, body, now)).await {
-                    Ok(PollCommit::Unchanged) => PollOutcome::Unchanged,
-                    Ok(PollCommit::Baseline) => PollOutcome::Baseline,
-                    Ok(PollCommit::NotWatched) => PollOutcome::NotWatched,
-                    Ok(PollCommit::Stale) => PollOutcome::Stale,
-                    Ok(PollCommit::Changed(events)) => {
-                        for e in &events {
-                            info!(room = %room, event_id = %e.id, kind = %e.kind, sequence = e.sequence(), "event");
-                            let kind = Kind {
-                                r#type: e.kind.as_str(),
-                            };
-                            self.inner.metrics.events.get_or_create(&kind).inc();
-                        }
-                        self.inner.events_stored.notify_one();
-                        PollOutcome::Changed(events.len())
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "could not store the poll");
-                        PollOutcome::StoreFailed
-                    }
-                }
-            }
-            Err(e) => {
-                match &e {
-                    // Logged on the transition only: once, not once per room.
-                    PollError::Unauthorized if self.inner.auth.set(Auth::Rejected) => {
-                        warn!("upstream rejects the organization id (401): polling paused to a slow probe until it is accepted; check VERRIFLO_ORG_ID");
-                        self.spawn_probe(room.clone());
-                    }
-                    PollError::RateLimited { retry_after } => {
-                        self.inner
-                            .pause
-                            .extend(retry_after.unwrap_or(self.inner.settings.interval));
-                    }
-                    _ => {}
-                }
-                PollOutcome::Failed(e)
-            }
-        };
-        self.record_runtime(room, now, &outcome);
-        self.inner.metrics.poll(outcome.label(), took);
-        outcome
-    }
-
-    /// Whether `body` is, byte for byte, the answer last stored for `room`.
-    fn is_known_body(&self, room: &RoomId, body: &[u8]) -> bool {
-        let snapshots = self.inner.snapshots.lock().unwrap();
-        snapshots
-            .get(room.as_str())
-            .is_some_and(|k| k.base.snapshot.is_some() && k.body == body)
-    }
-
-    /// What the poller last stored for `room`: exists, and is live.
-    fn known_state(&self, room: &str) -> Option<(bool, bool)> {
-        let snapshots = self.inner.snapshots.lock().unwrap();
-        snapshots
-            .get(room)
-            .and_then(|k| k.base.snapshot.as_ref())
-            .map(|s| (s.exists, s.is_active))
-    }
-
-    /// The one-way flow: diff the answer in memory against what this
-    /// room's task holds, and hand the store the result to commit only if
-    /// the room's version is still the one diffed against. An unchanged
-    /// answer touches no store. Durable when this returns.
-    async fn commit(
-        &self,
-        room: &RoomId,
-        status: crate::room::RoomStatus,
-        body: Vec<u8>,
-        now: DateTime<Utc>,
-    ) -> Result<PollCommit, String> {
-        // A stale base (the room re-watched meanwhile) is read afresh once.
-        for _ in 0..2 {
-            let base = match self.base(room).await {
-                Ok(Some(base)) => base,
-                Ok(None) => return Ok(PollCommit::NotWatched),
-                Err(e) => return Err(e),
-            };
-            let initial = self.inner.settings.initial_events;
-            let Some(answer) = PollAnswer::diffed(room, &base, &status, now, initial) else {
-                // The same answer in other bytes (fields reordered, say).
-                self.remember(room, Known { base, body });
-                return Ok(PollCommit::Unchanged);
-            };
-            let version = answer.base_version + 1;
-            // In a cluster a commit carries the lease epoch it polled under.
-            let epoch = match &self.inner.ownership {
-                Some(o) => match o.epoch(room.as_str()) {
-                    Some(e) => Some(e),
-                    None => return Ok(PollCommit::NotWatched),
-                },
-                None => None,
-            };
-            let outcome = self.inner.committer.commit(answer, epoch).await;
-            let sequence = match &outcome {
-                Ok(PollCommit::Changed(events)) => events
-                    .last()
-                    .and_then(|e| e.sequence())
-                    .unwrap_or(base.sequence),
-                Ok(PollCommit::Baseline) => base.sequence,
-                Ok(PollCommit::Stale) => {
-                    self.forget(room);
-                    continue;
-                }
-                _ => {
-                    self.forget(room);
-                    return outcome;
-                }
-            };
-            let snapshot = Some(status);
-            let base = Base {
-                snapshot,
-                sequence,
-                version,
-            };
-            self.remember(room, Known { base, body });
-            return outcome;
-        }
-        Ok(PollCommit::Stale)
-    }
-
-    /// What `room`'s next answer is diffed against: held in memory, or
-    /// read from the store once (first poll, or after a stale commit).
-    async fn base(&self, room: &RoomId) -> Result<Option<Base>, String> {
-        if let Some(k) = self.inner.snapshots.lock().unwrap().get(room.as_str()) {
-            return Ok(Some(k.base.clone()));
-        }
-        match self.inner.store.base(room).await {
-            Ok(base) => Ok(base),
-            Err(e) => {
-                self.inner.store.report(&e);
-                Err(e.to_string())
-            }
-        }
-    }
-
-    fn remember(&self, room: &RoomId, known: Known) {
-        // An unwatch in between removed the room: hold nothing for it.
-        if self.is_watched(room) {
-            let mut snapshots = self.inner.snapshots.lock().unwrap();
-            snapshots.insert(room.to_string(), known);
-        }
-    }
-
-    fn forget(&self, room: &RoomId) {
-        self.inner.snapshots.lock().unwrap().remove(room.as_str());
     }
 }

@@ -128,6 +128,6 @@ impl Poller {
     }
 
     fn is_watched_here(&self, room: &str) -> bool {
-        self.inner.tasks.lock().unwrap().contains_key(room)
+        self.inner.rooms.lock().unwrap().contains_key(room)
     }
 }

@@ -1,10 +1,12 @@
 //! What the poller knows of each room and what one poll came to.
 
 use crate::room::RoomId;
+use crate::store::Base;
 use crate::upstream::PollError;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::Mutex;
 use tracing::{info, warn};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
@@ -80,43 +82,106 @@ impl Health {
     }
 }
 
-/// What the poller remembers of each room's polls.
-impl super::Poller {
-    /// Watched rooms by health, for `/metrics`.
-    pub fn health_counts(&self) -> HashMap<Health, u64> {
-        let rooms: Vec<String> = self.inner.tasks.lock().unwrap().keys().cloned().collect();
-        let mut counts = HashMap::new();
-        for r in rooms {
-            *counts.entry(self.runtime(&r).health).or_insert(0) += 1;
+/// What the poller last stored of a room: the state its next answer is
+/// diffed against (with the version its commit must find), and the body
+/// that state was parsed from (empty before the baseline).
+pub(super) struct Known {
+    pub base: Base,
+    pub body: Vec<u8>,
+}
+
+/// One watched room as this instance holds it, shared by whatever polls
+/// it and by the API: found once when the room is watched, so a poll
+/// touches no shared map and no shared lock.
+pub(super) struct Slot {
+    known: Mutex<Option<Known>>,
+    runtime: Mutex<RoomRuntime>,
+    task: Mutex<Task>,
+}
+
+/// The room's own task (none under a budget: one loop polls every room).
+#[derive(Default)]
+struct Task {
+    handle: Option<tokio::task::AbortHandle>,
+    stopped: bool,
+}
+
+impl Slot {
+    pub fn new() -> Self {
+        Self {
+            known: Mutex::new(None),
+            runtime: Mutex::new(RoomRuntime::default()),
+            task: Mutex::new(Task::default()),
         }
-        counts
     }
 
-    /// Failures in a row of a room's polls, without cloning its record.
-    pub(super) fn failures(&self, room: &str) -> u32 {
-        let map = self.inner.runtime.lock().unwrap();
-        map.get(room).map_or(0, |rt| rt.failures)
+    pub fn set_task(&self, handle: tokio::task::AbortHandle) {
+        let mut task = self.task.lock().unwrap();
+        if task.stopped {
+            // Stopped before its task was known: stop it now.
+            handle.abort();
+        }
+        task.handle = Some(handle);
+    }
+
+    /// Stop the room's task, wherever it waits; for good.
+    pub fn stop(&self) {
+        let mut task = self.task.lock().unwrap();
+        task.stopped = true;
+        if let Some(handle) = task.handle.take() {
+            handle.abort();
+        }
+    }
+
+    /// Whether `body` is, byte for byte, the answer last stored.
+    pub fn is_known_body(&self, body: &[u8]) -> bool {
+        let known = self.known.lock().unwrap();
+        known
+            .as_ref()
+            .is_some_and(|k| k.base.snapshot.is_some() && k.body == body)
+    }
+
+    /// What was last stored: exists, and is live.
+    pub fn known_state(&self) -> Option<(bool, bool)> {
+        let known = self.known.lock().unwrap();
+        let snapshot = known.as_ref()?.base.snapshot.as_ref()?;
+        Some((snapshot.exists, snapshot.is_active))
+    }
+
+    pub fn base(&self) -> Option<Base> {
+        self.known.lock().unwrap().as_ref().map(|k| k.base.clone())
+    }
+
+    pub fn remember(&self, known: Known) {
+        *self.known.lock().unwrap() = Some(known);
+    }
+
+    /// Read the base from the store again at the next change.
+    pub fn forget(&self) {
+        *self.known.lock().unwrap() = None;
+    }
+
+    pub fn runtime(&self) -> RoomRuntime {
+        self.runtime.lock().unwrap().clone()
+    }
+
+    /// Failures in a row of the room's polls.
+    pub fn failures(&self) -> u32 {
+        self.runtime.lock().unwrap().failures
     }
 
     /// Without a budget: when the room's own task polls it next.
-    pub(super) fn set_next_poll(&self, room: &RoomId, due: tokio::time::Instant) {
+    pub fn set_next_poll(&self, due: tokio::time::Instant) {
         let wait = due.saturating_duration_since(tokio::time::Instant::now());
         let at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-        if let Some(rt) = self.inner.runtime.lock().unwrap().get_mut(room.as_str()) {
-            rt.next_poll_at = Some(at);
-        }
+        self.runtime.lock().unwrap().next_poll_at = Some(at);
     }
 
-    pub(super) fn record_runtime(&self, room: &RoomId, now: DateTime<Utc>, outcome: &PollOutcome) {
-        let mut map = self.inner.runtime.lock().unwrap();
+    pub fn record(&self, room: &RoomId, now: DateTime<Utc>, outcome: &PollOutcome) {
         if outcome == &PollOutcome::NotWatched {
-            map.remove(room.as_str());
             return;
         }
-        if !map.contains_key(room.as_str()) {
-            map.insert(room.to_string(), RoomRuntime::default());
-        }
-        let rt = map.get_mut(room.as_str()).expect("just ensured");
+        let mut rt = self.runtime.lock().unwrap();
         rt.last_polled_at = Some(now);
         match outcome {
             PollOutcome::Failed(e) => {
@@ -142,9 +207,22 @@ impl super::Poller {
                 }
                 *rt = RoomRuntime {
                     last_polled_at: Some(now),
+                    next_poll_at: rt.next_poll_at,
                     ..RoomRuntime::default()
                 };
             }
         }
+    }
+}
+
+impl super::Poller {
+    /// Watched rooms by health, for `/metrics`.
+    pub fn health_counts(&self) -> HashMap<Health, u64> {
+        let rooms: Vec<String> = self.inner.rooms.lock().unwrap().keys().cloned().collect();
+        let mut counts = HashMap::new();
+        for r in rooms {
+            *counts.entry(self.runtime(&r).health).or_insert(0) += 1;
+        }
+        counts
     }
 }
