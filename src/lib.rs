@@ -12,8 +12,8 @@
 //!
 //! Its edges:
 //! - `config`: settings from a TOML file and the environment, typed and validated
-//! - `upstream`: the Room Status client and its typed failures
-//! - `keepalive`: keep-alive HTTP/1.1 connections driven by the request that uses them (polls and webhooks)
+//! - `upstream`: the Room Status client and its typed failures; `upstream::wire`, its GETs on kept connections parsed with httparse
+//! - `keepalive`: keep-alive HTTP/1.1 connections driven by the request that uses them (webhooks)
 //! - `retry_after`: parsing `Retry-After`
 //! - `ids`: public ids and the monotonic ULID source behind them
 //! - `db`: what the store and the outbox share over sled (errors, record coding)

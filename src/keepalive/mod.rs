@@ -1,4 +1,4 @@
-//! Keep-alive HTTP/1.1 connections, each driven by the request that uses it: polls and webhooks.
+//! Keep-alive HTTP/1.1 connections, each driven by the request that uses it: webhooks (polls have `upstream::wire`).
 //!
 //! reqwest drives every connection in a task of its own and hands each
 //! request over through its pool and a channel: two task wake-ups and a lock
@@ -129,7 +129,7 @@ pub(crate) fn connector<R: Resolve>(
     https(resolver, mozilla_roots(), connect_timeout)
 }
 
-fn https<R: Resolve>(
+pub(crate) fn https<R: Resolve>(
     resolver: R,
     tls: rustls::ClientConfig,
     connect_timeout: Duration,
@@ -395,4 +395,4 @@ fn origin_form(uri: &http::Uri) -> http::Uri {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

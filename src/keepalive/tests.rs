@@ -98,7 +98,7 @@ async fn at_most_max_idle_connections_wait_across_origins() {
 
 /// A TLS server for `localhost` with a certificate of its own making,
 /// answering every connection once; and that certificate.
-async fn tls_server() -> (u16, rustls::pki_types::CertificateDer<'static>) {
+pub(crate) async fn tls_server() -> (u16, rustls::pki_types::CertificateDer<'static>) {
     let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let cert = key.cert.der().clone();
     let private = rustls::pki_types::PrivateKeyDer::try_from(key.key_pair.serialize_der()).unwrap();

@@ -315,7 +315,7 @@ impl Poller {
     }
 
     async fn spawn_room(&self, room: RoomId) {
-        let slot = Arc::new(Slot::new());
+        let slot = Arc::new(Slot::new(self.inner.client.status_target(&room)));
         {
             let mut rooms = self.inner.rooms.lock().unwrap();
             if rooms.contains_key(room.as_str()) {
@@ -357,7 +357,6 @@ impl Poller {
     /// backing off while it fails.
     async fn room_loop(&self, room: RoomId, slot: &Slot, first: Duration) {
         let s = &self.inner.settings;
-        let target = self.inner.client.status_target(&room);
         let mut due = Instant::now() + first;
         loop {
             let wake = schedule::on_tick(due, self.inner.origin, schedule::WAKE_TICK);
@@ -370,7 +369,7 @@ impl Poller {
             self.inner.limiter.acquire().await;
             // Boxed: a poll's state (its permit, fetch and commit) exists
             // only while it runs, not in each of 10,000 sleeping tasks.
-            let outcome = Box::pin(self.poll_at(&room, slot, &target)).await;
+            let outcome = Box::pin(self.poll_at(&room, slot)).await;
             let failures = slot.failures();
             let error = match &outcome {
                 PollOutcome::Failed(e) => Some(e),

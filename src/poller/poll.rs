@@ -6,7 +6,7 @@ use super::{PollOutcome, Poller};
 use crate::metrics::Kind;
 use crate::room::RoomId;
 use crate::store::{Base, PollAnswer, PollCommit};
-use crate::upstream::{PollError, StatusTarget};
+use crate::upstream::PollError;
 use chrono::{DateTime, Utc};
 use tracing::{info, instrument, warn};
 
@@ -16,19 +16,13 @@ impl Poller {
         let Some(slot) = self.slot(room.as_str()) else {
             return PollOutcome::NotWatched;
         };
-        let target = self.inner.client.status_target(room);
-        self.poll_at(room, &slot, &target).await
+        self.poll_at(room, &slot).await
     }
 
-    /// [`Self::poll_once`] at the room's status URL, built by the caller.
+    /// [`Self::poll_once`] of the room `slot` holds, found by the caller.
     /// The span is at debug level: at info it would cost every poll.
-    #[instrument(level = "debug", skip(self, slot, target), fields(room = %room))]
-    pub(super) async fn poll_at(
-        &self,
-        room: &RoomId,
-        slot: &Slot,
-        target: &StatusTarget,
-    ) -> PollOutcome {
+    #[instrument(level = "debug", skip(self, slot), fields(room = %room))]
+    pub(super) async fn poll_at(&self, room: &RoomId, slot: &Slot) -> PollOutcome {
         let _uncommitted = self
             .inner
             .uncommitted
@@ -40,7 +34,7 @@ impl Poller {
             // The cap is on requests in flight: the commit below does not hold it.
             let _permit = self.inner.in_flight.acquire().await.expect("never closed");
             let known = |body: &[u8]| slot.is_known_body(body);
-            self.inner.client.fetch_changed(target, known).await
+            self.inner.client.fetch_changed(&slot.target, known).await
         };
         let took = started.elapsed();
         let now = Utc::now();

@@ -2,7 +2,7 @@
 
 use crate::room::RoomId;
 use crate::store::Base;
-use crate::upstream::PollError;
+use crate::upstream::{PollError, StatusTarget};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -94,6 +94,8 @@ pub(super) struct Known {
 /// it and by the API: found once when the room is watched, so a poll
 /// touches no shared map and no shared lock.
 pub(super) struct Slot {
+    /// The room's status URL, built once.
+    pub target: StatusTarget,
     known: Mutex<Option<Known>>,
     runtime: Mutex<RoomRuntime>,
     task: Mutex<Task>,
@@ -107,8 +109,9 @@ struct Task {
 }
 
 impl Slot {
-    pub fn new() -> Self {
+    pub fn new(target: StatusTarget) -> Self {
         Self {
+            target,
             known: Mutex::new(None),
             runtime: Mutex::new(RoomRuntime::default()),
             task: Mutex::new(Task::default()),

@@ -97,11 +97,9 @@ impl Wire {
             head.extend_from_slice(b"\r\n");
         }
         head.extend_from_slice(b"\r\n");
+        let resolver = hyper_util::client::legacy::connect::dns::GaiResolver::new();
         Self {
-            connector: keepalive::connector(
-                hyper_util::client::legacy::connect::dns::GaiResolver::new(),
-                connect_timeout,
-            ),
+            connector: keepalive::connector(resolver, connect_timeout),
             origin,
             headers: head.into(),
             idle: Mutex::new(Vec::new()),
