@@ -150,7 +150,10 @@ impl UpstreamClient {
                     200 => Ok((!known(answer.body)).then(|| answer.body.to_vec())),
                     status => Err(status_error(status, answer.header("retry-after"))),
                 });
-                tokio::time::timeout(self.timeout, get)
+                // Boxed: the exchange's state is about 2.6 KiB, and a poll
+                // waiting for a commit slot would otherwise hold it: 10,000
+                // rooms changing at once held 25 MiB more in the outage run.
+                tokio::time::timeout(self.timeout, Box::pin(get))
                     .await
                     .map_err(|_| PollError::Timeout)?
                     .map_err(|e| match e {
