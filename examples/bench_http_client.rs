@@ -56,6 +56,18 @@ fn round_up(
     origin + Duration::from_nanos((since.div_ceil(t) * t) as u64)
 }
 
+/// Wait for every task: (requests done, client CPU spent since `start_cpu`).
+async fn joined(
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    done: &AtomicU64,
+    start_cpu: Duration,
+) -> (u64, Duration) {
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (done.load(Ordering::Relaxed), cpu() - start_cpu)
+}
+
 async fn reqwest_tasks(url: String, rate: u64, secs: u64, h2: bool) -> (u64, Duration) {
     // One task per "room", each polling once a second, as the poller does.
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(5));
@@ -89,10 +101,7 @@ async fn reqwest_tasks(url: String, rate: u64, secs: u64, h2: bool) -> (u64, Dur
             }
         }));
     }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    (done.load(Ordering::Relaxed), cpu() - start_cpu)
+    joined(tasks, &done, start_cpu).await
 }
 
 async fn hyper_tasks(url: String, rate: u64, secs: u64, conns: u64) -> (u64, Duration) {
@@ -147,10 +156,7 @@ async fn hyper_tasks(url: String, rate: u64, secs: u64, conns: u64) -> (u64, Dur
             }
         }));
     }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    (done.load(Ordering::Relaxed), cpu() - start_cpu)
+    joined(tasks, &done, start_cpu).await
 }
 
 /// One HTTP/2 connection, driven in one task: each tick's requests go out
@@ -264,10 +270,7 @@ async fn raw_tasks(url: String, rate: u64, secs: u64, conns: u64) -> (u64, Durat
             }
         }));
     }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    (done.load(Ordering::Relaxed), cpu() - start_cpu)
+    joined(tasks, &done, start_cpu).await
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

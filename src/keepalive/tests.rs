@@ -131,22 +131,29 @@ pub(crate) async fn tls_server() -> (u16, rustls::pki_types::CertificateDer<'sta
     (port, cert)
 }
 
+/// A client that trusts `cert` alone.
+pub(crate) fn trusting(cert: rustls::pki_types::CertificateDer<'static>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 #[tokio::test]
 async fn https_is_spoken_with_tls_and_checked_against_the_trusted_roots() {
     let (port, cert) = tls_server().await;
     let uri: http::Uri = format!("https://localhost:{port}/v1/room/r/status")
         .parse()
         .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).unwrap();
-    let trusting = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let trusted: GetPool = Pool::with_tls(GaiResolver::new(), trusting, Duration::from_secs(5), 8);
+    let trusted: GetPool = Pool::with_tls(
+        GaiResolver::new(),
+        trusting(cert),
+        Duration::from_secs(5),
+        8,
+    );
     let answer = get(&trusted, &uri, 64).await.unwrap();
     assert_eq!(
         (answer.status, answer.body.as_slice()),

@@ -203,20 +203,12 @@ async fn at_most_max_idle_connections_are_kept() {
 
 #[tokio::test]
 async fn https_is_spoken_with_tls_and_checked_against_the_trusted_roots() {
-    let (port, cert) = crate::keepalive::tests::tls_server().await;
+    use crate::keepalive::tests::{tls_server, trusting};
+    let (port, cert) = tls_server().await;
     let origin: http::Uri = format!("https://localhost:{port}").parse().unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).unwrap();
-    let trusting = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let mut trusted = wire(origin.clone());
     let resolver = hyper_util::client::legacy::connect::dns::GaiResolver::new();
-    trusted.connector = keepalive::https(resolver, trusting, Duration::from_secs(5));
+    trusted.connector = keepalive::https(resolver, trusting(cert), Duration::from_secs(5));
     assert_eq!(get(&trusted, 64).await.unwrap().1, b"secure");
     // Mozilla's roots do not know this certificate: refused, never read.
     match get(&wire(origin), 64).await {
