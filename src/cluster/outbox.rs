@@ -4,7 +4,9 @@
 //! claim is held until a deadline; a dead holder's claim expires and its
 //! head is claimed again (at least once). A lane's head is its pending
 //! delivery with the smallest sequence, so a retried or replayed older
-//! event simply becomes the head: no lane state can go stale.
+//! event simply becomes the head: no lane state can go stale. Rows are
+//! locked in one order, subscription, lane, delivery, so no two
+//! transactions deadlock (a deadlock's victim would lose its work).
 
 use super::store::{event_of, insert_events, notify_events, storable, PgStore, OUTBOX_CHANNEL};
 use crate::db::{Result, StoreError};
@@ -238,8 +240,10 @@ impl PgStore {
         let tx = c.transaction().await?;
         let Some(row) = tx
             .query_opt(
-                &tx.prepare_cached("SELECT body FROM relay_subscriptions WHERE id = $1 FOR UPDATE")
-                    .await?,
+                &tx.prepare_cached(
+                    "SELECT body FROM relay_subscriptions WHERE id = $1 FOR NO KEY UPDATE",
+                )
+                .await?,
                 &[&id],
             )
             .await?
@@ -268,19 +272,42 @@ impl PgStore {
         Ok(Some(sub))
     }
 
-    /// Delete a subscription with its deliveries and lanes, in one statement.
+    /// Delete a subscription with its deliveries and lanes. Its lanes are
+    /// locked before the cascade reaches its deliveries: the lock order of
+    /// a completion (lanes, then deliveries), so the two never deadlock.
     pub async fn delete_subscription(&self, id: &str) -> Result<bool> {
         if !storable(id) {
             return Ok(false);
         }
-        let c = self.client().await?;
-        let n = c
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        if tx
+            .query_opt(
+                &tx.prepare_cached("SELECT 1 FROM relay_subscriptions WHERE id = $1 FOR UPDATE")
+                    .await?,
+                &[&id],
+            )
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        tx.execute(
+            &tx.prepare_cached(
+                "SELECT 1 FROM relay_lanes WHERE subscription_id = $1 ORDER BY lane FOR UPDATE",
+            )
+            .await?,
+            &[&id],
+        )
+        .await?;
+        let n = tx
             .execute(
-                &c.prepare_cached("DELETE FROM relay_subscriptions WHERE id = $1")
+                &tx.prepare_cached("DELETE FROM relay_subscriptions WHERE id = $1")
                     .await?,
                 &[&id],
             )
             .await?;
+        tx.commit().await?;
         Ok(n == 1)
     }
 
@@ -391,9 +418,32 @@ impl PgStore {
         }
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        // Rows are locked in one order everywhere: no two batches deadlock.
+        // Rows are locked in one order everywhere (subscriptions, lanes,
+        // deliveries), so no two transactions deadlock: a subscription whose
+        // health changes is locked first. FOR NO KEY UPDATE, as only its
+        // body changes: a queueing commit holding its key share (the
+        // deliveries' foreign key) and waiting for one of these lanes does
+        // not block it.
         let mut done = done;
         done.sort_by(|a, b| a.claim.lane.cmp(&b.claim.lane));
+        let mut changing: Vec<&str> = done
+            .iter()
+            .filter(|c| changes_health(c, now))
+            .map(|c| &*c.claim.lane.sub)
+            .collect();
+        changing.sort_unstable();
+        changing.dedup();
+        if !changing.is_empty() {
+            tx.execute(
+                &tx.prepare_cached(
+                    "SELECT 1 FROM relay_subscriptions WHERE id = ANY($1)
+                     ORDER BY id FOR NO KEY UPDATE",
+                )
+                .await?,
+                &[&changing],
+            )
+            .await?;
+        }
         let subs: Vec<&str> = done.iter().map(|c| &*c.claim.lane.sub).collect();
         let lanes: Vec<&str> = done.iter().map(|c| &*c.claim.lane.room).collect();
         let held: std::collections::HashSet<(String, String)> = tx
@@ -421,6 +471,9 @@ impl PgStore {
         let mut recorded = Vec::with_capacity(done.len());
         let mut health = Vec::new();
         for c in done {
+            if changes_health(&c, now) {
+                health.push((c.claim.lane.sub.clone(), c.health));
+            }
             let (verdict, lane) = (c.verdict, c.claim.lane);
             let mut d = c.claim.delivery;
             d.attempts.push(c.attempt);
@@ -443,14 +496,6 @@ impl PgStore {
                     now
                 }
             };
-            // Health is written only when it changes (rarely: a first
-            // failure, a recovery, a 410), so instances completing one
-            // subscription's deliveries do not queue on its row.
-            let mut seen = c.claim.target.sub.clone();
-            keep_health(&mut seen, c.health, now);
-            if seen != c.claim.target.sub {
-                health.push((lane.sub.clone(), c.health));
-            }
             recorded.push((d, lane, due));
         }
         let ids: Vec<&str> = recorded.iter().map(|(d, _, _)| d.id.as_str()).collect();
@@ -493,7 +538,7 @@ impl PgStore {
             let row = tx
                 .query_opt(
                     &tx.prepare_cached(
-                        "SELECT body FROM relay_subscriptions WHERE id = $1 FOR UPDATE",
+                        "SELECT body FROM relay_subscriptions WHERE id = $1 FOR NO KEY UPDATE",
                     )
                     .await?,
                     &[&&*sub_id],
@@ -621,6 +666,15 @@ impl PgStore {
         }
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        // The subscription's key first, as a queueing commit takes it: a
+        // deletion (subscription, lanes, deliveries) then waits for this
+        // one (delivery, lane) rather than crossing it.
+        tx.execute(
+            &tx.prepare_cached("SELECT 1 FROM relay_subscriptions WHERE id = $1 FOR KEY SHARE")
+                .await?,
+            &[&sub],
+        )
+        .await?;
         let Some(row) = tx
             .query_opt(
 &tx.prepare_cached("SELECT record FROM relay_deliveries WHERE subscription_id = $1 AND id = $2 FOR UPDATE").await?,
@@ -799,6 +853,16 @@ impl PgStore {
         )
         .await?)
     }
+}
+
+/// Does this attempt change its subscription's health as the claim saw it?
+/// Rarely (a first failure, a recovery, a 410): health is written only
+/// then, so instances completing one subscription's deliveries do not
+/// queue on its row.
+fn changes_health(c: &Completion, now: DateTime<Utc>) -> bool {
+    let mut seen = c.claim.target.sub.clone();
+    keep_health(&mut seen, c.health, now);
+    seen != c.claim.target.sub
 }
 
 /// The lock a capped create takes: one count-and-insert at a time.

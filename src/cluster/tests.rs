@@ -248,6 +248,68 @@ async fn lanes_are_shared_across_instances_one_head_at_a_time() {
     );
 }
 
+/// A queueing commit holds its subscription's key (the foreign key's
+/// share lock) and then wants the lane; a completion that changes that
+/// subscription's health holds the lane. Were the completion to want the
+/// subscription row in a mode the key share blocks, the two would
+/// deadlock, PostgreSQL would abort one, and an attempt already made
+/// would be lost and made again. It takes a mode the key share allows.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
+async fn a_health_change_never_waits_on_a_queueing_commit() {
+    let (url, mut other) = migrated().await;
+    let a = PgStore::open(&url, "a".into(), 2).await.unwrap();
+    let s = Subscription::new(
+        "sub_a".into(),
+        "http://x/".into(),
+        vec![],
+        vec![],
+        None,
+        Utc::now(),
+    );
+    a.create_subscription(&s, 10).await.unwrap();
+    let room = RoomId::parse("r1").unwrap();
+    a.watch(&room).await.unwrap();
+    a.lease_round(&Leases::new("a", TTL)).await.unwrap();
+    let now = Utc::now();
+    for n in 1..=2 {
+        let status = RoomStatus::live_for_tests("r1", n);
+        a.record_poll(&room, &status, now, false).await.unwrap(); // a baseline, then a change
+    }
+    let held = a.claim(now, 10, HOLD).await.unwrap();
+    assert_eq!(held.len(), 1);
+
+    // Another relay's commit, between its insert and its lane.
+    let queueing = other.transaction().await.unwrap();
+    queueing
+        .execute(
+            "SELECT 1 FROM relay_subscriptions WHERE id = 'sub_a' FOR KEY SHARE",
+            &[],
+        )
+        .await
+        .unwrap();
+    let failed = held
+        .into_iter()
+        .map(|c| crate::conformance::store::done(c, Verdict::RetryAt(now), Health::Failure))
+        .collect();
+    // Bounded only so a regression fails instead of hanging.
+    let recorded = tokio::time::timeout(Duration::from_secs(60), a.complete(failed, now))
+        .await
+        .expect("the completion does not wait for the queueing commit")
+        .unwrap();
+    assert_eq!(recorded, 1);
+    queueing
+        .execute(
+            "SELECT 1 FROM relay_lanes WHERE subscription_id = 'sub_a' FOR UPDATE",
+            &[],
+        )
+        .await
+        .unwrap();
+    queueing.commit().await.unwrap();
+    let sub = a.subscription("sub_a").await.unwrap().unwrap();
+    assert_eq!(sub.failing_since, Some(now), "the failure was recorded");
+}
+
 #[test]
 fn only_sslmode_require_asks_for_tls() {
     let wants = |url: &str| super::wants_tls(&url.parse().unwrap());
