@@ -39,8 +39,18 @@ export PYTHONPATH="$xlang/py${PYTHONPATH:+:$PYTHONPATH}"
 export SCHEMATHESIS="$xlang/py/bin/schemathesis"
 export NODE_PATH="$xlang/node/node_modules${NODE_PATH:+:$NODE_PATH}"
 
-cargo test --locked -- --include-ignored
+status=0
+cargo test --locked -- --include-ignored || status=$?
 # The end-to-end suite again with every in-process relay on PostgreSQL
 # (cluster mode, a database per data dir): every route, both backends.
-echo "== the end-to-end suite in cluster mode (E2E_BACKEND=postgres)"
-E2E_BACKEND=postgres cargo test --locked --test e2e -- --include-ignored
+if [ "$status" -eq 0 ]; then
+  echo "== the end-to-end suite in cluster mode (E2E_BACKEND=postgres)"
+  E2E_BACKEND=postgres cargo test --locked --test e2e -- --include-ignored || status=$?
+fi
+# A deadlock's victim loses its transaction (an attempt made again, say):
+# show any, with both statements, pass or fail.
+if grep -q "deadlock detected" "$pg/log"; then
+  echo "== PostgreSQL reported deadlocks during the tests"
+  grep -A8 "deadlock detected" "$pg/log"
+fi
+exit "$status"
