@@ -19,7 +19,7 @@
 //! - `db`: what the store and the outbox share over sled (errors, record coding)
 //! - `store`: the sled store (rooms, snapshots, events), which opens the outbox
 //! - `outbox`: subscriptions, deliveries and their per-room lanes, kept in step on disk and in memory
-//! - `poller`: per-room polling loops around `poll_once`, backoff and upstream limits
+//! - `poller`: per-room polling loops around `poll_once` on a thread of their own, backoff and upstream limits
 //! - `delivery`: the webhook engine around the outbox: concurrency, HTTP, signing, retries
 //! - `ssrf`: refusing private webhook targets, at check time and at connect time
 //! - `backend`: the one storage facade, sled or PostgreSQL, that the API, poller and engine call

@@ -137,7 +137,7 @@ impl Poller {
                 continue;
             };
             let this = self.clone();
-            self.inner.tracker.spawn(async move {
+            self.spawn_poll(async move {
                 let outcome = this.poll_once(&room).await;
                 this.observe(&room, key, outcome).await;
             });

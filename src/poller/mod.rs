@@ -12,6 +12,7 @@ mod poll;
 pub mod schedule;
 mod scheduler;
 mod state;
+mod thread;
 
 pub use limits::{Auth, AuthGate};
 use state::Slot;
@@ -98,6 +99,11 @@ struct Inner {
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// Where the rooms' polls run: their own thread on sled (see
+    /// [`thread`]). In a cluster they stay on the relay's runtime: the
+    /// database pool's connections run where they are first opened, and
+    /// some are opened by polls; they must not end with a poll thread.
+    polls: tokio::runtime::Handle,
 }
 
 impl Poller {
@@ -122,6 +128,13 @@ impl Poller {
             })
         });
         metrics.poll_budget.set(settings.budget as i64);
+        let polls = match &store {
+            Backend::Sled(_) => thread::start(&shutdown).unwrap_or_else(|e| {
+                warn!(error = %e, "could not start the polls' thread; they share the runtime");
+                tokio::runtime::Handle::current()
+            }),
+            Backend::Postgres(_) => tokio::runtime::Handle::current(),
+        };
         let poller = Self {
             inner: Arc::new(Inner {
                 origin: Instant::now(),
@@ -145,6 +158,7 @@ impl Poller {
                 metrics,
                 shutdown,
                 tracker,
+                polls,
             }),
         };
         // At shutdown every room's task stops where it waits.
@@ -171,7 +185,7 @@ impl Poller {
             if n as f64 > s.budget as f64 * s.interval_max.as_secs_f64() {
                 warn!(rooms = n, budget = s.budget, "RELAY_POLL_BUDGET is too small to poll every room within RELAY_POLL_INTERVAL_MAX");
             }
-            self.inner.tracker.spawn(self.clone().drive_budget());
+            self.spawn_poll(self.clone().drive_budget());
         }
         if self.inner.ownership.is_some() {
             self.inner.tracker.spawn(self.clone().hold_leases());
@@ -346,11 +360,16 @@ impl Poller {
         let held = slot.clone();
         // Stopped by abort (unwatched, its lease lost, shutdown), so its
         // loop checks no token at each of its wake-ups.
-        let task = self
-            .inner
-            .tracker
-            .spawn(async move { this.room_loop(room, &held, first).await });
+        let task = self.spawn_poll(async move { this.room_loop(room, &held, first).await });
         slot.set_task(task.abort_handle());
+    }
+
+    /// Spawn a task that polls, where polls run.
+    fn spawn_poll<F>(&self, task: F) -> tokio::task::JoinHandle<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.tracker.spawn_on(task, &self.inner.polls)
     }
 
     /// One room's life: wait for its phase, then poll once per interval,
@@ -411,7 +430,7 @@ impl Poller {
         let every = (self.inner.settings.interval * 6)
             .min(self.inner.settings.backoff_max)
             .max(self.inner.settings.interval);
-        self.inner.tracker.spawn(async move {
+        self.spawn_poll(async move {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
