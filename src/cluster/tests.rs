@@ -179,6 +179,30 @@ async fn a_stale_owner_writes_nothing_and_sequence_stays_contiguous() {
     assert_eq!(seqs, vec![1, 2], "one event per change, contiguous");
 }
 
+/// Subscription `sub_a` to every room, room `r1` watched and leased by
+/// `a`, and `polls` answers of it recorded (a baseline, then one change
+/// each); returns when they were recorded.
+async fn queue_changes(a: &PgStore, polls: u64) -> chrono::DateTime<Utc> {
+    let s = Subscription::new(
+        "sub_a".into(),
+        "http://x/".into(),
+        vec![],
+        vec![],
+        None,
+        Utc::now(),
+    );
+    a.create_subscription(&s, 10).await.unwrap();
+    let room = RoomId::parse("r1").unwrap();
+    a.watch(&room).await.unwrap();
+    a.lease_round(&Leases::new("a", TTL)).await.unwrap();
+    let now = Utc::now();
+    for n in 1..=polls {
+        let status = RoomStatus::live_for_tests("r1", n);
+        a.record_poll(&room, &status, now, false).await.unwrap();
+    }
+    now
+}
+
 fn succeeded(claim: crate::outbox::Claim) -> crate::outbox::Completion {
     crate::conformance::store::done(claim, Verdict::Succeeded, Health::Success)
 }
@@ -193,23 +217,7 @@ async fn lanes_are_shared_across_instances_one_head_at_a_time() {
     let a = PgStore::open(&url, "a".into(), 2).await.unwrap();
     let b = PgStore::open(&url, "b".into(), 2).await.unwrap();
     let woken = b.outbox_notified();
-    let s = Subscription::new(
-        "sub_a".into(),
-        "http://x/".into(),
-        vec![],
-        vec![],
-        None,
-        Utc::now(),
-    );
-    a.create_subscription(&s, 10).await.unwrap();
-    let room = RoomId::parse("r1").unwrap();
-    a.watch(&room).await.unwrap();
-    a.lease_round(&Leases::new("a", TTL)).await.unwrap();
-    let now = Utc::now();
-    for n in 1..=3 {
-        let status = RoomStatus::live_for_tests("r1", n);
-        a.record_poll(&room, &status, now, false).await.unwrap();
-    }
+    let now = queue_changes(&a, 3).await;
     tokio::time::timeout(Duration::from_secs(15), woken.notified())
         .await
         .expect("b hears of the queued work");
@@ -259,23 +267,7 @@ async fn lanes_are_shared_across_instances_one_head_at_a_time() {
 async fn a_health_change_never_waits_on_a_queueing_commit() {
     let (url, mut other) = migrated().await;
     let a = PgStore::open(&url, "a".into(), 2).await.unwrap();
-    let s = Subscription::new(
-        "sub_a".into(),
-        "http://x/".into(),
-        vec![],
-        vec![],
-        None,
-        Utc::now(),
-    );
-    a.create_subscription(&s, 10).await.unwrap();
-    let room = RoomId::parse("r1").unwrap();
-    a.watch(&room).await.unwrap();
-    a.lease_round(&Leases::new("a", TTL)).await.unwrap();
-    let now = Utc::now();
-    for n in 1..=2 {
-        let status = RoomStatus::live_for_tests("r1", n);
-        a.record_poll(&room, &status, now, false).await.unwrap(); // a baseline, then a change
-    }
+    let now = queue_changes(&a, 2).await; // a baseline, then a change
     let held = a.claim(now, 10, HOLD).await.unwrap();
     assert_eq!(held.len(), 1);
 
