@@ -424,12 +424,18 @@ impl PgStore {
         // body changes: a queueing commit holding its key share (the
         // deliveries' foreign key) and waiting for one of these lanes does
         // not block it.
-        let mut done = done;
-        done.sort_by(|a, b| a.claim.lane.cmp(&b.claim.lane));
+        let mut done: Vec<(Completion, bool)> = done
+            .into_iter()
+            .map(|c| {
+                let changes = changes_health(&c, now);
+                (c, changes)
+            })
+            .collect();
+        done.sort_by(|a, b| a.0.claim.lane.cmp(&b.0.claim.lane));
         let mut changing: Vec<&str> = done
             .iter()
-            .filter(|c| changes_health(c, now))
-            .map(|c| &*c.claim.lane.sub)
+            .filter(|(_, changes)| *changes)
+            .map(|(c, _)| &*c.claim.lane.sub)
             .collect();
         changing.sort_unstable();
         changing.dedup();
@@ -444,8 +450,8 @@ impl PgStore {
             )
             .await?;
         }
-        let subs: Vec<&str> = done.iter().map(|c| &*c.claim.lane.sub).collect();
-        let lanes: Vec<&str> = done.iter().map(|c| &*c.claim.lane.room).collect();
+        let subs: Vec<&str> = done.iter().map(|(c, _)| &*c.claim.lane.sub).collect();
+        let lanes: Vec<&str> = done.iter().map(|(c, _)| &*c.claim.lane.room).collect();
         let held: std::collections::HashSet<(String, String)> = tx
             .query(
                 &tx.prepare_cached(
@@ -462,16 +468,16 @@ impl PgStore {
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
-        let done: Vec<Completion> = done
+        let done: Vec<(Completion, bool)> = done
             .into_iter()
-            .filter(|c| {
+            .filter(|(c, _)| {
                 held.contains(&(c.claim.lane.sub.to_string(), c.claim.lane.room.to_string()))
             })
             .collect();
         let mut recorded = Vec::with_capacity(done.len());
         let mut health = Vec::new();
-        for c in done {
-            if changes_health(&c, now) {
+        for (c, changes) in done {
+            if changes {
                 health.push((c.claim.lane.sub.clone(), c.health));
             }
             let (verdict, lane) = (c.verdict, c.claim.lane);
