@@ -1,9 +1,9 @@
 //! The pure diff: two snapshots of one room in, SPEC's events out, in order.
 
-use crate::event::{Event, EventType, RoomChange, RoomEventData};
+use crate::changes::Changes;
+use crate::event::{Event, EventData, EventType, RoomChange, RoomEventData};
 use crate::room::RoomStatus;
 use chrono::{DateTime, Utc};
-use serde_json::{json, Map, Value};
 
 /// The facts about a room that events are about, with absent fields resolved.
 /// Teacher and recording belong to a live session: a room that is not active
@@ -111,28 +111,9 @@ pub fn diff(previous: Option<&RoomStatus>, current: &RoomStatus) -> Vec<RoomChan
     out
 }
 
-/// Field name → `{"previous", "current"}` for every top-level field that differs.
-pub fn changed_fields(previous: Option<&RoomStatus>, current: &RoomStatus) -> Map<String, Value> {
-    let prev = previous
-        .map(|p| serde_json::to_value(p).expect("snapshot serializes"))
-        .unwrap_or(Value::Null);
-    let cur = serde_json::to_value(current).expect("snapshot serializes");
-    let empty = Map::new();
-    let p = prev.as_object().unwrap_or(&empty);
-    let c = cur.as_object().unwrap_or(&empty);
-    let mut keys: Vec<&String> = p.keys().chain(c.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| p.get(*k) != c.get(*k))
-        .map(|k| {
-            let v = json!({
-                "previous": p.get(k).cloned().unwrap_or(Value::Null),
-                "current": c.get(k).cloned().unwrap_or(Value::Null),
-            });
-            (k.clone(), v)
-        })
-        .collect()
+/// Field name → previous and current for every top-level field that differs.
+pub fn changed_fields(previous: Option<&RoomStatus>, current: &RoomStatus) -> Changes {
+    Changes::between(previous, current)
 }
 
 /// Turn one poll's diff into stored events, numbering them from `next_sequence`.
@@ -177,7 +158,7 @@ pub fn events_from(
                 id: new_id(),
                 kind: change.kind,
                 timestamp: seen_at,
-                data: serde_json::to_value(data).expect("event data serializes"),
+                data: EventData::Room(Box::new(data)),
             }
         })
         .collect()

@@ -3,6 +3,7 @@
 use super::*;
 use crate::event::EventType::{self, *};
 use crate::room::RoomStatus;
+use serde_json::json;
 
 fn gone() -> RoomStatus {
     RoomStatus::not_found("r")
@@ -278,7 +279,7 @@ fn build_events_numbers_and_describes() {
     let seqs: Vec<u64> = events.iter().map(|e| e.sequence().unwrap()).collect();
     assert_eq!(seqs, vec![7, 8, 9, 10]);
     assert_eq!(events[0].id, "evt_1");
-    let data = &events[0].data;
+    let data = &events[0].data.to_value();
     assert_eq!(data["roomId"], "r");
     assert_eq!(data["previous"]["isActive"], false);
     assert_eq!(data["current"]["isActive"], true);
@@ -293,7 +294,29 @@ fn build_events_numbers_and_describes() {
 #[test]
 fn changed_fields_covers_added_and_removed_fields() {
     let c = changed_fields(Some(&idle()), &gone());
+    let c = serde_json::to_value(c).unwrap();
     assert_eq!(c["exists"], json!({"previous": true, "current": false}));
     assert_eq!(c["title"], json!({"previous": "Calculus", "current": null}));
-    assert!(!c.contains_key("roomId"));
+    assert!(c.get("roomId").is_none());
+}
+
+#[test]
+fn a_room_event_body_is_byte_for_byte_spec_order() {
+    let at = "2024-01-15T09:02:31Z".parse().unwrap();
+    let events = build_events(Some(&idle()), &live(), 3, at, || "evt_1".into());
+    let body = String::from_utf8(crate::event::webhook_body(&events[0])).unwrap();
+    let snapshot = |active: bool, started: &str| {
+        format!(
+            r#"{{"exists":true,"isActive":{active},"roomId":"r","title":"Calculus","participantCount":0,"hasTeacher":false,"isRecording":false,"createdAt":"2024-01-15T09:00:00.000Z"{started}}}"#
+        )
+    };
+    let expected = format!(
+        r#"{{"type":"room.started","timestamp":"2024-01-15T09:02:31Z","data":{{"roomId":"r","sequence":3,"previous":{},"current":{},"changes":{{"isActive":{{"previous":false,"current":true}},"startedAt":{{"previous":null,"current":"2024-01-15T09:02:30.000Z"}}}}}}}}"#,
+        snapshot(false, ""),
+        snapshot(true, r#","startedAt":"2024-01-15T09:02:30.000Z""#),
+    );
+    assert_eq!(body, expected);
+    // And it reads back as the same event.
+    let back = crate::event::Event::from_body("evt_1".into(), body.as_bytes()).unwrap();
+    assert_eq!(back, events[0]);
 }

@@ -1,5 +1,6 @@
 //! Events: what the diff emits, what the store keeps and what webhooks carry.
 
+use crate::changes::Changes;
 use crate::room::RoomStatus;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -105,7 +106,16 @@ pub struct Event {
     /// For room events: `roomId`, `sequence`, `previous`, `current`,
     /// `changes` and, when deduced, `inferred`.
     #[schema(value_type = Object)]
-    pub data: serde_json::Value,
+    pub data: EventData,
+}
+
+/// An event's `data`: typed for room events, so the poll that makes them
+/// serializes without building a JSON tree; as sent for the rest
+/// (`webhook.test`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum EventData {
+    Room(Box<RoomEventData>),
+    Other(serde_json::Value),
 }
 
 /// The `data` of a room event.
@@ -118,9 +128,40 @@ pub struct RoomEventData {
     pub previous: Option<RoomStatus>,
     pub current: RoomStatus,
     /// Field name → `{"previous": .., "current": ..}` for every field that differs.
-    pub changes: serde_json::Map<String, serde_json::Value>,
+    pub changes: Changes,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inferred: bool,
+}
+
+impl EventData {
+    /// The data as a JSON value (for tests and tools that index into it).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("event data serializes")
+    }
+}
+
+impl From<serde_json::Value> for EventData {
+    fn from(v: serde_json::Value) -> Self {
+        match RoomEventData::deserialize(&v) {
+            Ok(room) => Self::Room(Box::new(room)),
+            Err(_) => Self::Other(v),
+        }
+    }
+}
+
+impl Serialize for EventData {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Room(d) => d.serialize(s),
+            Self::Other(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EventData {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(d).map(Self::from)
+    }
 }
 
 /// Serialize the webhook body of `event`: the event without its id.
@@ -130,7 +171,7 @@ pub fn webhook_body(event: &Event) -> Vec<u8> {
         #[serde(rename = "type")]
         kind: EventType,
         timestamp: &'a DateTime<Utc>,
-        data: &'a serde_json::Value,
+        data: &'a EventData,
     }
     serde_json::to_vec(&Body {
         kind: event.kind,
@@ -141,16 +182,31 @@ pub fn webhook_body(event: &Event) -> Vec<u8> {
 }
 
 impl Event {
-    /// An event from its stored form, the webhook body, and its id.
+    /// An event from its stored form, the webhook body, and its id. A room
+    /// event's data is read typed; anything else is kept as sent.
     pub fn from_body(id: String, body: &[u8]) -> Result<Self, serde_json::Error> {
         #[derive(Deserialize)]
-        struct Body {
+        struct Body<D> {
             #[serde(rename = "type")]
             kind: EventType,
             timestamp: DateTime<Utc>,
-            data: serde_json::Value,
+            data: D,
         }
-        let b: Body = serde_json::from_slice(body)?;
+        let b = match serde_json::from_slice::<Body<RoomEventData>>(body) {
+            Ok(b) => Body {
+                kind: b.kind,
+                timestamp: b.timestamp,
+                data: EventData::Room(Box::new(b.data)),
+            },
+            Err(_) => {
+                let b: Body<serde_json::Value> = serde_json::from_slice(body)?;
+                Body {
+                    kind: b.kind,
+                    timestamp: b.timestamp,
+                    data: EventData::Other(b.data),
+                }
+            }
+        };
         Ok(Self {
             id,
             kind: b.kind,
@@ -161,11 +217,17 @@ impl Event {
 
     /// The room this event belongs to, if it is a room event.
     pub fn room_id(&self) -> Option<&str> {
-        self.data.get("roomId").and_then(|v| v.as_str())
+        match &self.data {
+            EventData::Room(d) => Some(&d.room_id),
+            EventData::Other(v) => v.get("roomId").and_then(|v| v.as_str()),
+        }
     }
 
     pub fn sequence(&self) -> Option<u64> {
-        self.data.get("sequence").and_then(|v| v.as_u64())
+        match &self.data {
+            EventData::Room(d) => Some(d.sequence),
+            EventData::Other(v) => v.get("sequence").and_then(|v| v.as_u64()),
+        }
     }
 }
 
@@ -188,7 +250,7 @@ mod tests {
             id: "evt_1".into(),
             kind: EventType::RoomStarted,
             timestamp: "2024-01-15T09:02:30Z".parse().unwrap(),
-            data: serde_json::json!({"roomId": "r", "sequence": 1}),
+            data: serde_json::json!({"roomId": "r", "sequence": 1}).into(),
         };
         let body: serde_json::Value = serde_json::from_slice(&webhook_body(&event)).unwrap();
         let mut expected = serde_json::to_value(&event).unwrap();

@@ -5,6 +5,7 @@
 //! The pure core:
 //! - `room`: room ids and snapshots in the upstream's shape
 //! - `event`: event types and the stored event / webhook body
+//! - `changes`: a room event's changed fields, typed
 //! - `diff`: the pure diff from two snapshots to events
 //! - `signing`: Standard Webhooks signer and verifier
 //! - `subscription`: subscriptions, their filters and secrets
@@ -41,6 +42,7 @@
 pub mod api;
 pub mod app;
 pub mod backend;
+pub mod changes;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -259,7 +259,7 @@ mod tests {
             id: "evt_x".into(),
             kind,
             timestamp: Utc::now(),
-            data: json!({"roomId": room, "sequence": 1}),
+            data: json!({"roomId": room, "sequence": 1}).into(),
         }
     }
 

@@ -165,7 +165,7 @@ proptest! {
         // The same answers without the failures give the same events.
         let clean: Vec<Answer> = answers.iter().filter(|a| matches!(a, Answer::Ok(_))).cloned().collect();
         let (clean_events, clean_last) = run(&clean);
-        let kinds = |es: &[Event]| es.iter().map(|e| (e.kind, e.data["current"].clone())).collect::<Vec<_>>();
+        let kinds = |es: &[Event]| es.iter().map(|e| (e.kind, e.data.to_value()["current"].clone())).collect::<Vec<_>>();
         prop_assert_eq!(kinds(&events), kinds(&clean_events));
         prop_assert_eq!(last, clean_last);
     }

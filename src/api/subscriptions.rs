@@ -5,7 +5,7 @@ use super::schema::{
     CreatedSubscription, Envelope, ErrorEnvelope, RotatedSecret, SecretView, SubscriptionRef,
 };
 use super::AppState;
-use crate::event::{Event, EventType};
+use crate::event::{Event, EventData, EventType};
 use crate::subscription::{validate_pattern, validate_url, Subscription, SubscriptionView};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -319,7 +319,9 @@ pub async fn test(
         id: String::new(),
         kind: EventType::WebhookTest,
         timestamp: now,
-        data: json!({"subscriptionId": sub.id, "message": "A test event from verriflo-relay"}),
+        data: EventData::Other(
+            json!({"subscriptionId": sub.id, "message": "A test event from verriflo-relay"}),
+        ),
     };
     let Some(event) = state.store.enqueue_test(&sub.id, event, now).await? else {
         return Err(ApiError::NotFound(format!("no subscription {id:?}")));

@@ -148,7 +148,7 @@ impl World {
                         id: String::new(),
                         kind: crate::event::EventType::WebhookTest,
                         timestamp: now,
-                        data: serde_json::json!({ "subscriptionId": id }),
+                        data: serde_json::json!({ "subscriptionId": id }).into(),
                     };
                     let queued = self.db().enqueue_test(&id, event, now).await.unwrap();
                     assert!(queued.is_some());

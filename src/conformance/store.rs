@@ -328,7 +328,7 @@ async fn operator(h: Harness) {
         id: String::new(),
         kind: EventType::WebhookTest,
         timestamp: now,
-        data: serde_json::json!({ "subscriptionId": "sub_a" }),
+        data: serde_json::json!({ "subscriptionId": "sub_a" }).into(),
     };
     let stored = db
         .enqueue_test("sub_a", test.clone(), now)
@@ -450,7 +450,7 @@ async fn initial_events(h: Harness) {
             "participants.changed"
         ]
     );
-    assert!(events[0].data["previous"].is_null());
+    assert!(events[0].data.to_value()["previous"].is_null());
 }
 
 on_both!(a_rewatch_fences_a_poll_from_before_it, rewatch);
