@@ -117,14 +117,18 @@ impl Store {
     /// workers: concurrent `flush_async` calls deadlock sled 0.34
     /// (spacejam/sled#1308).
     async fn flush_now(&self) -> Result<()> {
-        // Every event committed by now is durable once this flush is done.
-        let written = *self.written.lock().unwrap();
-        let db = self.db.clone();
-        let flushed = tokio::task::spawn_blocking(move || db.flush())
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.flush_here())
             .await
             // Only a runtime shutting down cancels it; nothing was lost yet.
-            .map_err(|e| StoreError::Interrupted(e.to_string()))?;
-        flushed.map_err(|e| {
+            .map_err(|e| StoreError::Interrupted(e.to_string()))?
+    }
+
+    /// The flush itself, on the calling thread (which holds `flushing`).
+    fn flush_here(&self) -> Result<()> {
+        // Every event committed by now is durable once this flush is done.
+        let written = *self.written.lock().unwrap();
+        self.db.flush().map_err(|e| {
             let e = StoreError::from(e);
             self.report(&e);
             e
@@ -220,6 +224,24 @@ impl Store {
     pub async fn ensure_all_durable(&self) -> Result<()> {
         self.ensure_durable(self.queued.load(Ordering::SeqCst))
             .await
+    }
+
+    /// [`Store::ensure_all_durable`] from a thread outside the runtime (the
+    /// committer's), flushing right there: no hop through the runtime's
+    /// queues, which a delivery burst makes long.
+    pub fn ensure_all_durable_here(&self) -> Result<()> {
+        let queued = self.queued.load(Ordering::SeqCst);
+        if self.durable.load(Ordering::SeqCst) >= queued {
+            return Ok(());
+        }
+        let _turn = self.flushing.blocking_lock();
+        if self.durable.load(Ordering::SeqCst) >= queued {
+            return Ok(());
+        }
+        let covered = self.queued.load(Ordering::SeqCst);
+        self.flush_here()?;
+        self.durable.fetch_max(covered, Ordering::SeqCst);
+        Ok(())
     }
 
     /// A fresh id that sorts after every id stored or made before.
