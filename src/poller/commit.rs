@@ -4,6 +4,7 @@
 
 use crate::backend::Backend;
 use crate::store::{PollAnswer, PollCommit, Store, StoreError};
+use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -23,6 +24,10 @@ struct Job {
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::UnboundedSender<Job>,
+    /// The store the committer's thread writes to. The thread holds it
+    /// only while it writes a batch, so the store closes with the relay:
+    /// a restart in the same process opens it again at once.
+    _store: Option<Arc<Store>>,
 }
 
 impl Committer {
@@ -34,22 +39,31 @@ impl Committer {
     pub fn start(store: Backend) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         if let Backend::Sled(s) = &store {
-            let (s, dispatch) = (s.clone(), tracing::dispatcher::get_default(|d| d.clone()));
+            let strong = Arc::new(s.clone());
+            let (weak, logs) = (
+                Arc::downgrade(&strong),
+                tracing::dispatcher::get_default(|d| d.clone()),
+            );
             let spawned = std::thread::Builder::new()
                 .name("relay-commits".into())
-                .spawn(move || tracing::dispatcher::with_default(&dispatch, || run_here(&s, rx)));
+                .spawn(move || tracing::dispatcher::with_default(&logs, || run_here(&weak, rx)));
             match spawned {
-                Ok(_) => return Self { tx },
+                Ok(_) => {
+                    return Self {
+                        tx,
+                        _store: Some(strong),
+                    }
+                }
                 Err(e) => {
                     warn!(error = %e, "could not start the committer's thread; it shares the runtime")
                 }
             }
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(run(store, rx));
-            return Self { tx };
+            return Self { tx, _store: None };
         }
         tokio::spawn(run(store, rx));
-        Self { tx }
+        Self { tx, _store: None }
     }
 
     /// Commit one room's diffed answer; resolves once it is durable.
@@ -97,30 +111,36 @@ fn reply(replies: Vec<oneshot::Sender<Committed>>, result: Result<Vec<PollCommit
 }
 
 /// The sled committer's loop, on its own thread: a transaction, then one
-/// flush for the whole batch (a change is seen once it is on disk).
-fn run_here(store: &Store, mut rx: mpsc::UnboundedReceiver<Job>) {
+/// flush for the whole batch (a change is seen once it is on disk). The
+/// store is let go before anyone hears back.
+fn run_here(store: &Weak<Store>, mut rx: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = rx.blocking_recv() {
         let (answers, replies): (Vec<PollAnswer>, Vec<_>) = batch(first, &mut rx)
             .into_iter()
             .map(|j| (j.answer, j.reply))
             .unzip();
         let started = std::time::Instant::now();
-        let result = store.commit_polls(&answers).map_err(|e| {
-            warn!(error = %e, "could not store the polls");
-            store.report(&e);
-            e.to_string()
-        });
-        let committed = started.elapsed();
-        if let Ok(outcomes) = &result {
-            if outcomes.iter().any(|o| matches!(o, PollCommit::Changed(_))) {
-                if let Err(e) = store.ensure_all_durable_here() {
-                    warn!(error = %e, "could not flush the store");
-                }
-            }
-        }
-        debug!(answers = answers.len(), ?committed, took = ?started.elapsed(), "polls committed");
+        let result = match store.upgrade() {
+            Some(store) => commit_here(&store, &answers),
+            None => Err("the committer stopped".to_string()),
+        };
+        debug!(answers = answers.len(), took = ?started.elapsed(), "polls committed");
         reply(replies, result);
     }
+}
+
+fn commit_here(store: &Store, answers: &[PollAnswer]) -> Result<Vec<PollCommit>, String> {
+    let outcomes = store.commit_polls(answers).map_err(|e| {
+        warn!(error = %e, "could not store the polls");
+        store.report(&e);
+        e.to_string()
+    })?;
+    if outcomes.iter().any(|o| matches!(o, PollCommit::Changed(_))) {
+        if let Err(e) = store.ensure_all_durable_here() {
+            warn!(error = %e, "could not flush the store");
+        }
+    }
+    Ok(outcomes)
 }
 
 /// The cluster committer's loop: one PostgreSQL transaction per batch,
