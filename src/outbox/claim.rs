@@ -108,25 +108,17 @@ impl Outbox {
         }
     }
 
-    /// Record attempts and what follows from each: the delivery, its lane,
-    /// and its subscription's health. Each lane's next head is due at once;
-    /// a retry waits for its time.
-    ///
-    /// The keys are written one by one, not as a sled batch: every batch
-    /// seals and writes sled's I/O buffer (`pin_log`), and with completions
-    /// recorded a few at a time that was a `pwrite` and a `sync_file_range`
-    /// for every two deliveries. Each completion writes its delivery before
-    /// its lane entry, and sled recovers a prefix of its log, so a crash
-    /// between the two leaves the entry pending: the webhook is sent again
-    /// (at least once), never lost.
+    /// Record attempts and what follows from each in one write: the
+    /// delivery, its lane, and its subscription's health. Each lane's next
+    /// head is due at once; a retry waits for its time.
     pub fn complete(&self, done: Vec<Completion>, now: DateTime<Utc>) -> Result<()> {
         if done.is_empty() {
             return Ok(());
         }
         let mut state = self.lock();
+        let mut batch = sled::Batch::default();
         let mut subs: BTreeMap<String, Subscription> = BTreeMap::new();
         let mut changes = Vec::with_capacity(done.len());
-        let mut failed = None;
         for c in done {
             let lane = c.claim.lane;
             let Some(target) = state.subs.get(&*lane.sub) else {
@@ -134,73 +126,67 @@ impl Outbox {
                 state.index.release(&lane);
                 continue;
             };
-            let (mut d, Some(mut entry)) = (c.claim.delivery, c.claim.entry) else {
+            let mut d = c.claim.delivery;
+            let Some(mut entry) = c.claim.entry else {
                 // Not a claim of this outbox: nothing here to record.
                 state.index.release(&lane);
                 continue;
             };
-            if failed.is_some() {
-                // The disk is failing (the app stops); leave the rest unrecorded.
-                state.index.release(&lane);
-                continue;
-            }
             d.attempts.push(c.attempt);
-            let left = matches!(c.verdict, Verdict::Succeeded | Verdict::Failed);
-            match c.verdict {
-                Verdict::Succeeded => d.status = DeliveryStatus::Succeeded,
-                Verdict::Failed => d.status = DeliveryStatus::Failed,
-                Verdict::RetryAt(t) => entry.not_before = ms(t),
-                Verdict::Hold => entry.not_before = 0,
-            }
-            d.next_attempt_at = match c.verdict {
-                Verdict::RetryAt(t) => Some(t),
-                _ => None,
-            };
             let lk = keys::lane_key(&lane, entry.order);
-            let written = self
-                .inner
-                .tree
-                .insert(keys::delivery_key(&lane.sub, entry.delivery), encode(&d))
-                .and_then(|_| match left {
-                    true => self.inner.tree.remove(lk).map(drop),
-                    false => self
-                        .inner
-                        .tree
-                        .insert(lk, &keys::encode_entry(&entry)[..])
-                        .map(drop),
-                });
-            if let Err(e) = written {
-                state.index.release(&lane);
-                self.refresh_head(&mut state, &lane)?;
-                failed = Some(e);
-                continue;
-            }
+            let left = match c.verdict {
+                Verdict::Succeeded | Verdict::Failed => {
+                    d.status = if c.verdict == Verdict::Succeeded {
+                        DeliveryStatus::Succeeded
+                    } else {
+                        DeliveryStatus::Failed
+                    };
+                    d.next_attempt_at = None;
+                    batch.remove(lk);
+                    true
+                }
+                Verdict::RetryAt(t) => {
+                    d.next_attempt_at = Some(t);
+                    entry.not_before = ms(t);
+                    batch.insert(lk, &keys::encode_entry(&entry)[..]);
+                    false
+                }
+                Verdict::Hold => {
+                    d.next_attempt_at = None;
+                    entry.not_before = 0;
+                    batch.insert(lk, &keys::encode_entry(&entry)[..]);
+                    false
+                }
+            };
+            batch.insert(keys::delivery_key(&lane.sub, entry.delivery), encode(&d));
             let sub = subs
                 .entry(lane.sub.to_string())
                 .or_insert_with(|| target.sub.clone());
             keep_health(sub, c.health, now);
-            if left {
-                state.index.remove(&lane, &entry);
-            }
-            state.index.release(&lane);
-            changes.push(lane);
+            changes.push((lane, entry, left));
         }
-        for (id, sub) in subs {
-            if state.subs.get(&id).is_some_and(|t| t.sub != sub) {
-                if let Err(e) = self.inner.tree.insert(keys::sub_key(&id), encode(&sub)) {
-                    failed = Some(e);
-                    continue;
-                }
+        for (id, sub) in &subs {
+            if state.subs.get(id).is_some_and(|t| &t.sub != sub) {
+                batch.insert(keys::sub_key(id), encode(sub));
             }
-            self.put_target(&mut state, sub, &id);
         }
-        for lane in &changes {
+        let written = self.inner.tree.apply_batch(batch);
+        for (lane, entry, left) in &changes {
+            if written.is_ok() && *left {
+                state.index.remove(lane, entry);
+            }
+            state.index.release(lane);
+        }
+        if written.is_ok() {
+            for (id, sub) in subs {
+                self.put_target(&mut state, sub, &id);
+            }
+        }
+        for (lane, _, _) in &changes {
             self.refresh_head(&mut state, lane)?;
         }
-        match failed {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
-        }
+        written?;
+        Ok(())
     }
 
     /// Replace a subscription in memory, holding or freeing its lanes.

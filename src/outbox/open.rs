@@ -2,7 +2,6 @@
 //! memory, and whatever a crash left half-done finished or removed.
 
 use super::index::Index;
-use super::model::DeliveryStatus;
 use super::{keys, Inner, Outbox, State};
 use crate::db::{decode, Result};
 use crate::ids::Ids;
@@ -40,14 +39,10 @@ impl Outbox {
             let parsed = keys::split_lane_key(&k)
                 .and_then(|(lane, order)| Some((lane, keys::decode_entry(order, &v)?)));
             match parsed {
-                Some((lane, entry))
-                    if subs.contains_key(&*lane.sub)
-                        && !finished(&tree, &lane.sub, entry.delivery)? =>
-                {
+                Some((lane, entry)) if subs.contains_key(&*lane.sub) => {
                     index.add(&lane, entry);
                 }
-                // A subscription deleted by a crashed process, or a
-                // completion cut between its two writes: finish the job.
+                // A subscription deleted by a crashed process: finish the job.
                 _ => orphans.remove(k),
             }
         }
@@ -88,15 +83,6 @@ impl Outbox {
         }
         Ok(largest)
     }
-}
-
-/// Whether the delivery's record says it is done: a completion writes the
-/// record before it removes the lane entry (see [`Outbox::complete`]).
-fn finished(tree: &sled::Tree, sub: &str, delivery: u128) -> Result<bool> {
-    Ok(match tree.get(keys::delivery_key(sub, delivery))? {
-        Some(v) => super::claim::decode_delivery(&v)?.status != DeliveryStatus::Pending,
-        None => false,
-    })
 }
 
 /// The first layout kept subscriptions in a tree of their own and the
@@ -140,60 +126,4 @@ fn sweep_deleted_history(tree: &sled::Tree, subs: &BTreeMap<String, Arc<Target>>
     }
     tree.apply_batch(batch)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::outbox::model::DeliveryStatus;
-    use crate::room::{RoomId, RoomStatus};
-    use crate::store::Store;
-    use crate::subscription::Subscription;
-    use chrono::Utc;
-
-    /// A crash between a completion's two writes: the record says the
-    /// delivery succeeded, its lane entry is still there.
-    #[test]
-    fn a_finished_delivery_left_in_its_lane_is_cleared_at_open() {
-        let store = Store::temporary().unwrap();
-        let now = Utc::now();
-        let sub = Subscription::new(
-            "sub_a".into(),
-            "http://x/".into(),
-            vec![],
-            vec![],
-            None,
-            now,
-        );
-        store
-            .outbox()
-            .create_subscription(sub, 10)
-            .unwrap()
-            .unwrap();
-        let room = RoomId::parse("r").unwrap();
-        store.watch(&room, now).unwrap();
-        for n in [1, 2] {
-            store
-                .record_poll(&room, &RoomStatus::live_for_tests("r", n), now, false)
-                .unwrap();
-        }
-        let claims = store.outbox().claim(now, 1).unwrap().claims;
-        let mut d = claims[0].delivery.clone();
-        d.status = DeliveryStatus::Succeeded;
-        let dk = crate::ids::delivery_key(&d.id).unwrap();
-        store
-            .outbox()
-            .tree()
-            .insert(
-                super::keys::delivery_key("sub_a", dk),
-                crate::db::encode(&d),
-            )
-            .unwrap();
-        assert_eq!(store.outbox().pending().0, 1);
-
-        let reopened = store.reopen().unwrap();
-        assert_eq!(reopened.outbox().pending().0, 0, "nothing left pending");
-        assert!(reopened.outbox().claim(now, 5).unwrap().claims.is_empty());
-        let prefix = [super::keys::LANE];
-        assert_eq!(reopened.outbox().tree().scan_prefix(prefix).count(), 0);
-    }
 }
