@@ -1,6 +1,6 @@
 //! The committer: diffed answers of many rooms go to disk together, in one
-//! transaction and one flush (group commit): on sled off the async
-//! workers, on PostgreSQL fenced by each room's lease epoch.
+//! transaction and one flush (group commit): on sled from a thread of its
+//! own, on PostgreSQL fenced by each room's lease epoch.
 
 use crate::backend::Backend;
 use crate::store::{PollAnswer, PollCommit, Store, StoreError};
@@ -37,33 +37,32 @@ impl Committer {
     /// (the blocking pool, then a worker), 15 ms a batch where the writing
     /// took 1.
     pub fn start(store: Backend) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
         if let Backend::Sled(s) = &store {
-            let strong = Arc::new(s.clone());
-            let (weak, logs) = (
-                Arc::downgrade(&strong),
-                tracing::dispatcher::get_default(|d| d.clone()),
-            );
-            let spawned = std::thread::Builder::new()
-                .name("relay-commits".into())
-                .spawn(move || tracing::dispatcher::with_default(&logs, || run_here(&weak, rx)));
-            match spawned {
-                Ok(_) => {
-                    return Self {
-                        tx,
-                        _store: Some(strong),
-                    }
-                }
+            match Self::on_thread(s) {
+                Ok(committer) => return committer,
                 Err(e) => {
                     warn!(error = %e, "could not start the committer's thread; it shares the runtime")
                 }
             }
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run(store, rx));
-            return Self { tx, _store: None };
         }
+        let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(store, rx));
         Self { tx, _store: None }
+    }
+
+    fn on_thread(store: &Store) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let strong = Arc::new(store.clone());
+        let weak = Arc::downgrade(&strong);
+        // It logs where its starter logs (a test's own subscriber too).
+        let logs = tracing::dispatcher::get_default(|d| d.clone());
+        std::thread::Builder::new()
+            .name("relay-commits".into())
+            .spawn(move || tracing::dispatcher::with_default(&logs, || run_here(&weak, rx)))?;
+        Ok(Self {
+            tx,
+            _store: Some(strong),
+        })
     }
 
     /// Commit one room's diffed answer; resolves once it is durable.
