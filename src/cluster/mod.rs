@@ -6,9 +6,11 @@
 //! connection, and no compile-time database; tokio-postgres gives exactly
 //! that with few dependencies, and deadpool adds only the pool.
 
+mod events;
 pub mod lease;
 mod listen;
 mod outbox;
+mod rooms;
 pub mod schema;
 mod store;
 

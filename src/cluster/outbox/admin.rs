@@ -2,9 +2,8 @@
 //! replayed, tested; the backlog's figures; pruning.
 
 use super::{decode_delivery, decode_sub, queue, queued, save_delivery, status_str, RECENT};
-use crate::cluster::store::{
-    event_of, insert_events, notify_events, storable, PgStore, OUTBOX_CHANNEL,
-};
+use crate::cluster::events::{event_of, insert_events, notify_events};
+use crate::cluster::store::{storable, PgStore, OUTBOX_CHANNEL};
 use crate::db::Result;
 use crate::event::Event;
 use crate::ids::delivery_id;
