@@ -111,11 +111,6 @@ pub fn diff(previous: Option<&RoomStatus>, current: &RoomStatus) -> Vec<RoomChan
     out
 }
 
-/// Field name → previous and current for every top-level field that differs.
-pub fn changed_fields(previous: Option<&RoomStatus>, current: &RoomStatus) -> Changes {
-    Changes::between(previous, current)
-}
-
 /// Turn one poll's diff into stored events, numbering them from `next_sequence`.
 pub fn build_events(
     previous: Option<&RoomStatus>,
@@ -141,7 +136,7 @@ pub fn events_from(
     if changes.is_empty() {
         return Vec::new();
     }
-    let fields = changed_fields(previous, current);
+    let fields = Changes::between(previous, current);
     changes
         .iter()
         .zip(next_sequence..)

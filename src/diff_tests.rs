@@ -292,8 +292,8 @@ fn build_events_numbers_and_describes() {
 }
 
 #[test]
-fn changed_fields_covers_added_and_removed_fields() {
-    let c = changed_fields(Some(&idle()), &gone());
+fn changes_cover_added_and_removed_fields() {
+    let c = Changes::between(Some(&idle()), &gone());
     let c = serde_json::to_value(c).unwrap();
     assert_eq!(c["exists"], json!({"previous": true, "current": false}));
     assert_eq!(c["title"], json!({"previous": "Calculus", "current": null}));
