@@ -203,12 +203,20 @@ impl Store {
             return Ok(());
         }
         let _turn = self.flushing.lock().await;
-        // The flush that finished while we waited may cover us.
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.flush_uncovered(queued))
+            .await
+            .map_err(|e| StoreError::Interrupted(e.to_string()))?
+    }
+
+    /// With the flushing turn held: flush unless the flush that finished
+    /// while we waited covers the first `queued` commits already.
+    fn flush_uncovered(&self, queued: u64) -> Result<()> {
         if self.durable.load(Ordering::SeqCst) >= queued {
             return Ok(());
         }
         let covered = self.queued.load(Ordering::SeqCst);
-        self.flush_now().await?;
+        self.flush_here()?;
         self.durable.fetch_max(covered, Ordering::SeqCst);
         Ok(())
     }
@@ -235,13 +243,7 @@ impl Store {
             return Ok(());
         }
         let _turn = self.flushing.blocking_lock();
-        if self.durable.load(Ordering::SeqCst) >= queued {
-            return Ok(());
-        }
-        let covered = self.queued.load(Ordering::SeqCst);
-        self.flush_here()?;
-        self.durable.fetch_max(covered, Ordering::SeqCst);
-        Ok(())
+        self.flush_uncovered(queued)
     }
 
     /// A fresh id that sorts after every id stored or made before.
