@@ -3,7 +3,8 @@
 //! own, on PostgreSQL fenced by each room's lease epoch.
 
 use crate::backend::Backend;
-use crate::store::{PollAnswer, PollCommit, Store, StoreError};
+use crate::cluster::PgStore;
+use crate::store::{PollAnswer, PollCommit, Store};
 use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -37,32 +38,31 @@ impl Committer {
     /// (the blocking pool, then a worker), 15 ms a batch where the writing
     /// took 1.
     pub fn start(store: Backend) -> Self {
-        if let Backend::Sled(s) = &store {
-            match Self::on_thread(s) {
-                Ok(committer) => return committer,
-                Err(e) => {
-                    warn!(error = %e, "could not start the committer's thread; it shares the runtime")
-                }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let s = match store {
+            Backend::Postgres(p) => {
+                tokio::spawn(run(p, rx));
+                return Self { tx, _store: None };
             }
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, rx));
-        Self { tx, _store: None }
-    }
-
-    fn on_thread(store: &Store) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let strong = Arc::new(store.clone());
-        let weak = Arc::downgrade(&strong);
-        // It logs where its starter logs (a test's own subscriber too).
-        let logs = tracing::dispatcher::get_default(|d| d.clone());
-        std::thread::Builder::new()
+            Backend::Sled(s) => Arc::new(s),
+        };
+        if let Err(e) = std::thread::Builder::new()
             .name("relay-commits".into())
-            .spawn(move || tracing::dispatcher::with_default(&logs, || run_here(&weak, rx)))?;
-        Ok(Self {
+            .spawn(committing(&s, rx))
+        {
+            // The same loop, then, on a thread of the blocking pool.
+            warn!(error = %e, "could not start the committer's thread; the blocking pool runs it");
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::task::spawn_blocking(committing(&s, rx));
+            return Self {
+                tx,
+                _store: Some(s),
+            };
+        }
+        Self {
             tx,
-            _store: Some(strong),
-        })
+            _store: Some(s),
+        }
     }
 
     /// Commit one room's diffed answer; resolves once it is durable.
@@ -78,6 +78,19 @@ impl Committer {
         done.await
             .map_err(|_| "the committer stopped".to_string())?
     }
+}
+
+/// The sled committer's loop, ready for a thread: it holds the store weakly
+/// and logs where its starter logs (a test's own subscriber too).
+fn committing(
+    store: &Arc<Store>,
+    rx: mpsc::UnboundedReceiver<Job>,
+) -> impl FnOnce() + Send + 'static {
+    let (weak, logs) = (
+        Arc::downgrade(store),
+        tracing::dispatcher::get_default(|d| d.clone()),
+    );
+    move || tracing::dispatcher::with_default(&logs, || run_here(&weak, rx))
 }
 
 /// The first job and whatever queued behind it while the last batch was
@@ -144,34 +157,15 @@ fn commit_here(store: &Store, answers: &[PollAnswer]) -> Result<Vec<PollCommit>,
 
 /// The cluster committer's loop: one PostgreSQL transaction per batch,
 /// every room fenced by its lease epoch; its commit is the durability.
-async fn run(store: Backend, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn run(store: PgStore, mut rx: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = rx.recv().await {
         let (answers, replies): (Vec<(PollAnswer, i64)>, Vec<_>) = batch(first, &mut rx)
             .into_iter()
             .map(|j| ((j.answer, j.epoch.unwrap_or(-1)), j.reply))
             .unzip();
         let started = std::time::Instant::now();
-        let result = match &store {
-            Backend::Postgres(p) => p.commit_polls(&answers).await,
-            Backend::Sled(s) => {
-                let answers: Vec<PollAnswer> = answers.into_iter().map(|(a, _)| a).collect();
-                let store = s.clone();
-                let result = tokio::task::spawn_blocking(move || store.commit_polls(&answers))
-                    .await
-                    .unwrap_or_else(|e| Err(StoreError::Interrupted(e.to_string())));
-                let changed =
-                    |o: &Vec<PollCommit>| o.iter().any(|o| matches!(o, PollCommit::Changed(_)));
-                if result.as_ref().is_ok_and(changed) {
-                    if let Err(e) = s.ensure_all_durable().await {
-                        warn!(error = %e, "could not flush the store");
-                    }
-                }
-                result
-            }
-        };
-        let result = result.map_err(|e| {
+        let result = store.commit_polls(&answers).await.map_err(|e| {
             warn!(error = %e, "could not store the polls");
-            store.report(&e);
             e.to_string()
         });
         debug!(answers = replies.len(), took = ?started.elapsed(), "polls committed");
