@@ -2,6 +2,7 @@
 //! PostgreSQL (the PostgreSQL runs need `RELAY_TEST_DATABASE_URL`, which
 //! `scripts/test.sh` sets after starting a throwaway server).
 
+mod deliveries;
 pub(crate) mod harness;
 mod model;
 pub(crate) mod store;

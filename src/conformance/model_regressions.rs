@@ -1,0 +1,99 @@
+//! Fixed operation sequences that once broke a lane, each a test on both backends.
+
+use super::*;
+
+async fn world(h: Harness) -> World {
+    World::new(h).await
+}
+
+super::super::on_both!(
+    a_test_parked_on_a_failing_endpoint_never_holds_up_the_next,
+    parked
+);
+async fn parked(h: Harness) {
+    let mut w = world(h).await;
+    w.apply(Op::Test(0)).await.unwrap();
+    w.apply(Op::Claim(1)).await.unwrap();
+    w.apply(Op::Complete(0, 2)).await.unwrap(); // retrying in 5 s
+    w.apply(Op::Test(0)).await.unwrap();
+    let claims = w.db().claim(w.now, 5).await.unwrap();
+    assert_eq!(claims.len(), 1, "the new test goes out now");
+    assert!(claims[0].delivery.attempts.is_empty());
+}
+
+super::super::on_both!(a_retry_behind_a_retrying_head_goes_first, retry_first);
+async fn retry_first(h: Harness) {
+    let mut w = world(h).await;
+    // Event 1 fails for good; event 2 is retrying when 1 is retried by hand.
+    w.apply(Op::Poll(0)).await.unwrap();
+    w.apply(Op::Claim(1)).await.unwrap();
+    w.apply(Op::Complete(0, 1)).await.unwrap();
+    w.apply(Op::Poll(0)).await.unwrap();
+    w.apply(Op::Claim(1)).await.unwrap();
+    w.apply(Op::Complete(0, 2)).await.unwrap();
+    w.apply(Op::Retry(0)).await.unwrap();
+    w.apply(Op::Advance(10)).await.unwrap();
+    let claims = w.db().claim(w.now, 5).await.unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(
+        claims[0].delivery.sequence,
+        Some(1),
+        "the retried event goes first"
+    );
+    w.in_flight.extend(claims);
+    w.apply(Op::Complete(0, 0)).await.unwrap();
+    w.apply(Op::Advance(10)).await.unwrap();
+    w.apply(Op::Claim(1)).await.unwrap();
+    assert_eq!(w.in_flight[0].delivery.sequence, Some(2));
+    w.apply(Op::Complete(0, 0)).await.unwrap();
+    assert_eq!(w.db().pending().await.unwrap().0, 0);
+}
+
+super::super::on_both!(
+    replay_then_retry_of_one_event_leaves_nothing_stuck,
+    replay_retry
+);
+async fn replay_retry(h: Harness) {
+    let mut w = world(h).await;
+    w.apply(Op::Poll(0)).await.unwrap();
+    w.apply(Op::Claim(1)).await.unwrap();
+    w.apply(Op::Complete(0, 1)).await.unwrap();
+    w.apply(Op::Replay(0)).await.unwrap();
+    let failed = w
+        .all_deliveries()
+        .await
+        .into_iter()
+        .find(|d| d.status == DeliveryStatus::Failed)
+        .unwrap();
+    assert!(matches!(
+        w.db()
+            .retry(&failed.subscription_id, &failed.id)
+            .await
+            .unwrap(),
+        crate::outbox::Retried::AlreadyQueued(_)
+    ));
+    w.apply(Op::Poll(0)).await.unwrap();
+    for _ in 0..2 {
+        w.apply(Op::Claim(1)).await.unwrap();
+        w.apply(Op::Complete(0, 0)).await.unwrap();
+    }
+    assert_eq!(w.db().pending().await.unwrap().0, 0);
+}
+
+super::super::on_both!(
+    a_disabled_subscription_does_not_pin_retention,
+    disabled_retention
+);
+async fn disabled_retention(h: Harness) {
+    let mut w = world(h).await;
+    w.apply(Op::Poll(0)).await.unwrap();
+    w.apply(Op::Claim(1)).await.unwrap();
+    w.apply(Op::Complete(0, 3)).await.unwrap(); // 410: disabled, delivery held
+    let s = w.db().subscription("sub_00").await.unwrap().unwrap();
+    assert!(!s.enabled);
+    w.apply(Op::Poll(0)).await.unwrap(); // not queued for the disabled one
+    w.apply(Op::Poll(1)).await.unwrap();
+    w.apply(Op::Prune).await.unwrap(); // checks that only the held event stays
+    assert_eq!(w.db().pending().await.unwrap().0, 1);
+    assert_eq!(w.db().deliverable().await.unwrap(), 0);
+}
