@@ -2,23 +2,36 @@
 //! 429 imposes, and whether the upstream accepts our org id.
 
 use super::schedule::{on_tick, WAKE_TICK};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Spaces requests at least `1/rps` apart (no bursts), so no window of one
-/// second ever holds more than `rps`; no cap when rps is 0.
+/// Spaces requests at least `1/rps` apart (no bursts), and never grants
+/// more than `rps` in any second of real time; no cap when rps is 0.
 pub struct RateLimiter {
     spacing: Option<Duration>,
     next: Mutex<Instant>,
     origin: Instant,
     spent: Mutex<Spent>,
+    /// When the last `rps` requests were let go. Spacing alone keeps the
+    /// cap only while the relay keeps time: after a stall (a loaded host),
+    /// the slots it missed would go out together. Held against this ledger,
+    /// a grant waits until the one `rps` grants before it is [`LEDGER`] old.
+    granted: Mutex<VecDeque<Instant>>,
 }
 
 /// How far behind its slots the limiter may run and still catch up: a
 /// shared wake-up tick, and the timer's lateness beyond it.
 const CATCH_UP: Duration = WAKE_TICK.saturating_add(Duration::from_millis(10));
+
+/// How long `rps` grants must span: a second, and a tick to spare. Slots
+/// exactly `1/rps` apart put the next second's first request exactly a
+/// second after this one's, where the timer's jitter alone would decide
+/// which second it falls in; the upstream sees at most `rps` in any second
+/// all the same, for a 2% smaller share of each at full rate.
+const LEDGER: Duration = Duration::from_secs(1).saturating_add(WAKE_TICK);
 
 /// Slots handed out, per second since the limiter started.
 #[derive(Default)]
@@ -35,6 +48,7 @@ impl RateLimiter {
             next: Mutex::new(Instant::now()),
             origin: Instant::now(),
             spent: Mutex::default(),
+            granted: Mutex::new(VecDeque::with_capacity(rps as usize)),
         }
     }
 
@@ -61,7 +75,25 @@ impl RateLimiter {
             // number of ticks, so no second holds more than its share.
             tokio::time::sleep_until(on_tick(slot, self.origin, WAKE_TICK)).await;
         }
+        let cap = (Duration::from_secs(1).as_nanos() / spacing.as_nanos()) as usize;
+        while let Some(until) = self.grant(Instant::now(), cap) {
+            tokio::time::sleep_until(until).await;
+        }
         self.count(Instant::now());
+    }
+
+    /// Grant a request at `now` unless `cap` were granted within [`LEDGER`]
+    /// before it; else when the oldest of them leaves that span.
+    fn grant(&self, now: Instant, cap: usize) -> Option<Instant> {
+        let mut granted = self.granted.lock().unwrap();
+        while granted.front().is_some_and(|t| now - *t >= LEDGER) {
+            granted.pop_front();
+        }
+        if granted.len() < cap {
+            granted.push_back(now);
+            return None;
+        }
+        granted.front().map(|t| *t + LEDGER)
     }
 
     fn count(&self, at: Instant) {
@@ -170,6 +202,48 @@ mod tests {
             l.acquire().await;
         }
         assert_eq!(start.elapsed(), Duration::from_millis(400));
+    }
+
+    /// A stall (here: time jumping while nothing ran) sends the slots it
+    /// missed together; the ledger holds the later ones back, so no second
+    /// of real time holds more than the cap.
+    #[tokio::test(start_paused = true)]
+    async fn no_second_holds_more_than_the_cap_even_after_a_stall() {
+        let l = std::sync::Arc::new(RateLimiter::new(10));
+        let start = Instant::now();
+        let spawn = |l: &std::sync::Arc<RateLimiter>| {
+            let l = l.clone();
+            tokio::spawn(async move {
+                l.acquire().await;
+                Instant::now() - start
+            })
+        };
+        // Ten requests take their slots (0 to 900 ms) and wait for them...
+        let first: Vec<_> = (0..10).map(|_| spawn(&l)).collect();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // ...while the process stalls until 950 ms: nine go out at once.
+        tokio::time::advance(Duration::from_millis(950)).await;
+        let mut sent = Vec::new();
+        for t in first {
+            sent.push(t.await.unwrap());
+        }
+        // Ten more, one after another, on slots from 1 s on.
+        for _ in 0..10 {
+            sent.push(spawn(&l).await.unwrap());
+        }
+        sent.sort();
+        for (i, at) in sent.iter().enumerate() {
+            let within = sent[i..]
+                .iter()
+                .take_while(|t| **t - *at < Duration::from_secs(1))
+                .count();
+            assert!(
+                within <= 10,
+                "{within} requests in the second from {at:?}: {sent:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -22,6 +22,8 @@ mod outage;
 mod receiver;
 mod rooms;
 mod shutdown;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod stamped;
 mod storage;
 mod stream;
 mod subscription_input;
