@@ -2,6 +2,7 @@
 //! receivers, all on port 0.
 
 mod api_input;
+mod browser;
 mod budget;
 mod chaos;
 mod child;
@@ -21,7 +22,9 @@ mod operator;
 mod outage;
 mod receiver;
 mod rooms;
+mod sessions;
 mod shutdown;
+mod spent;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod stamped;
 mod storage;
