@@ -20,6 +20,7 @@ pub struct RateLimiter {
     /// the slots it missed would go out together. Held against this ledger,
     /// a grant waits until the one `rps` grants before it is [`LEDGER`] old.
     granted: Mutex<VecDeque<Instant>>,
+    cap: usize,
 }
 
 /// How far behind its slots the limiter may run and still catch up: a
@@ -49,6 +50,7 @@ impl RateLimiter {
             origin: Instant::now(),
             spent: Mutex::default(),
             granted: Mutex::new(VecDeque::with_capacity(rps as usize)),
+            cap: rps as usize,
         }
     }
 
@@ -75,21 +77,20 @@ impl RateLimiter {
             // number of ticks, so no second holds more than its share.
             tokio::time::sleep_until(on_tick(slot, self.origin, WAKE_TICK)).await;
         }
-        let cap = (Duration::from_secs(1).as_nanos() / spacing.as_nanos()) as usize;
-        while let Some(until) = self.grant(Instant::now(), cap) {
+        while let Some(until) = self.grant(Instant::now()) {
             tokio::time::sleep_until(until).await;
         }
         self.count(Instant::now());
     }
 
-    /// Grant a request at `now` unless `cap` were granted within [`LEDGER`]
-    /// before it; else when the oldest of them leaves that span.
-    fn grant(&self, now: Instant, cap: usize) -> Option<Instant> {
+    /// Grant a request at `now` unless `rps` were granted within [`LEDGER`]
+    /// before it; else say when the oldest of them leaves that span.
+    fn grant(&self, now: Instant) -> Option<Instant> {
         let mut granted = self.granted.lock().unwrap();
         while granted.front().is_some_and(|t| now - *t >= LEDGER) {
             granted.pop_front();
         }
-        if granted.len() < cap {
+        if granted.len() < self.cap {
             granted.push_back(now);
             return None;
         }
