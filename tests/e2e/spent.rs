@@ -67,14 +67,7 @@ async fn a_spent_schedule_fails_then_retry_and_replay_send_again() {
     assert_eq!(status, StatusCode::CONFLICT);
 
     let before = rx.hooks().len();
-    let (status, body) = app
-        .post(
-            &format!("/v1/subscriptions/{sub}/replay"),
-            json!({"since": since}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    assert_eq!(body["data"]["queued"], 1);
+    assert_eq!(app.replay(&sub, json!(since)).await, 1);
     let got = received_at_least(&rx, before + 1).await;
     assert_eq!(
         got.last().unwrap().id(),

@@ -166,6 +166,19 @@ impl TestApp {
         self.request(Method::PATCH, path, Some(body)).await
     }
 
+    /// Replay a subscription's events since `since` (any JSON the API
+    /// takes); returns how many deliveries it queued.
+    pub async fn replay(&self, sub: &str, since: Value) -> u64 {
+        let (status, body) = self
+            .post(
+                &format!("/v1/subscriptions/{sub}/replay"),
+                json!({ "since": since }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["data"]["queued"].as_u64().expect("a count")
+    }
+
     /// Create a subscription; returns `(id, secret)`.
     pub async fn subscribe(&self, body: Value) -> (String, String) {
         let (status, created) = self.post("/v1/subscriptions", body).await;
