@@ -31,4 +31,5 @@ mod storage;
 mod stream;
 mod subscription_input;
 mod support;
+mod upstream_chaos;
 mod xlang;
