@@ -123,7 +123,7 @@ impl Default for Metrics {
             );
             r.register(
                 "poll_budget_spent",
-                "Upstream requests in the last full second",
+                "Upstream requests in the last second",
                 m.poll_budget_spent.clone(),
             );
             r.register(

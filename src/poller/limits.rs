@@ -14,7 +14,6 @@ pub struct RateLimiter {
     spacing: Option<Duration>,
     next: Mutex<Instant>,
     origin: Instant,
-    spent: Mutex<Spent>,
     /// When the last `rps` requests were let go. Spacing alone keeps the
     /// cap only while the relay keeps time: after a stall (a loaded host),
     /// the slots it missed would go out together. Held against this ledger,
@@ -34,21 +33,12 @@ const CATCH_UP: Duration = WAKE_TICK.saturating_add(Duration::from_millis(10));
 /// all the same, for a 2% smaller share of each at full rate.
 const LEDGER: Duration = Duration::from_secs(1).saturating_add(WAKE_TICK);
 
-/// Slots handed out, per second since the limiter started.
-#[derive(Default)]
-struct Spent {
-    second: u64,
-    this: u32,
-    last: u32,
-}
-
 impl RateLimiter {
     pub fn new(rps: u32) -> Self {
         Self {
             spacing: (rps > 0).then(|| Duration::from_secs(1) / rps),
             next: Mutex::new(Instant::now()),
             origin: Instant::now(),
-            spent: Mutex::default(),
             granted: Mutex::new(VecDeque::with_capacity(rps as usize)),
             cap: rps as usize,
         }
@@ -80,7 +70,6 @@ impl RateLimiter {
         while let Some(until) = self.grant(Instant::now()) {
             tokio::time::sleep_until(until).await;
         }
-        self.count(Instant::now());
     }
 
     /// Grant a request at `now` unless `rps` were granted within [`LEDGER`]
@@ -97,30 +86,15 @@ impl RateLimiter {
         granted.front().map(|t| *t + LEDGER)
     }
 
-    fn count(&self, at: Instant) {
-        let second = (at - self.origin).as_secs();
-        let mut spent = self.spent.lock().unwrap();
-        if second != spent.second {
-            spent.last = if second == spent.second + 1 {
-                spent.this
-            } else {
-                0
-            };
-            spent.second = second;
-            spent.this = 0;
-        }
-        spent.this += 1;
-    }
-
-    /// Requests sent in the last full second (0 when uncapped).
+    /// Requests let go in the second before now (0 when uncapped): read
+    /// from the ledger, which holds every grant of the last second.
     pub fn spent_last_second(&self) -> u32 {
-        let now = (Instant::now() - self.origin).as_secs();
-        let spent = self.spent.lock().unwrap();
-        match now.checked_sub(spent.second) {
-            Some(0) => spent.last,
-            Some(1) => spent.this,
-            _ => 0,
-        }
+        let now = Instant::now();
+        let granted = self.granted.lock().unwrap();
+        granted
+            .iter()
+            .filter(|t| now - **t < Duration::from_secs(1))
+            .count() as u32
     }
 }
 
@@ -245,6 +219,13 @@ mod tests {
                 "{within} requests in the second from {at:?}: {sent:?}"
             );
         }
+        // The gauge reads the same ledger: the grants of the second before now.
+        let last = *sent.last().unwrap();
+        let recent = sent
+            .iter()
+            .filter(|t| last - **t < Duration::from_secs(1))
+            .count();
+        assert_eq!(l.spent_last_second() as usize, recent);
     }
 
     #[tokio::test(start_paused = true)]
