@@ -1,4 +1,4 @@
-//! Polling without a budget: each room's own loop at the fixed interval, and the probe that asks again while the org id is rejected.
+//! Polling without a budget: each room's own loop at the fixed interval.
 
 use super::{schedule, Auth, PollOutcome, Poller, Slot};
 use crate::room::RoomId;
@@ -56,33 +56,5 @@ impl Poller {
             };
             slot.set_next_poll(due);
         }
-    }
-
-    /// While the org id is rejected, one task asks again at a slow pace.
-    pub(super) fn spawn_probe(&self, room: RoomId) {
-        let this = self.clone();
-        let shutdown = self.inner.shutdown.clone();
-        let every = (self.inner.settings.interval * 6)
-            .min(self.inner.settings.backoff_max)
-            .max(self.inner.settings.interval);
-        self.spawn_poll(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
-                if this.inner.auth.get() != Auth::Rejected {
-                    return;
-                }
-                // Probes spend the budget (and RELAY_MAX_RPS) like any poll.
-                this.inner.limiter.acquire().await;
-                // Probe with a room that is still watched.
-                let probe = this.inner.rooms.lock().unwrap().keys().next().cloned();
-                let room = probe
-                    .and_then(|r| RoomId::parse(r).ok())
-                    .unwrap_or_else(|| room.clone());
-                this.poll_once(&room).await;
-            }
-        });
     }
 }

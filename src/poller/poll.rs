@@ -1,4 +1,4 @@
-//! One poll of one room: fetch, settle an unchanged answer in place, diff and commit the rest.
+//! One poll of one room: fetch, settle an unchanged answer in place, diff and commit the rest; and the slow probe while the org id is rejected.
 
 use super::limits::Auth;
 use super::state::{Known, Slot};
@@ -171,5 +171,33 @@ impl Poller {
                 Err(e.to_string())
             }
         }
+    }
+
+    /// While the org id is rejected, one task asks again at a slow pace.
+    fn spawn_probe(&self, room: RoomId) {
+        let this = self.clone();
+        let shutdown = self.inner.shutdown.clone();
+        let every = (self.inner.settings.interval * 6)
+            .min(self.inner.settings.backoff_max)
+            .max(self.inner.settings.interval);
+        self.spawn_poll(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                if this.inner.auth.get() != Auth::Rejected {
+                    return;
+                }
+                // Probes spend the budget (and RELAY_MAX_RPS) like any poll.
+                this.inner.limiter.acquire().await;
+                // Probe with a room that is still watched.
+                let probe = this.inner.rooms.lock().unwrap().keys().next().cloned();
+                let room = probe
+                    .and_then(|r| RoomId::parse(r).ok())
+                    .unwrap_or_else(|| room.clone());
+                this.poll_once(&room).await;
+            }
+        });
     }
 }
