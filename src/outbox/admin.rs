@@ -59,6 +59,7 @@ impl Outbox {
             not_before: 0,
             kind: crate::event::EventType::parse(&d.event_type)
                 .unwrap_or(crate::event::EventType::WebhookTest),
+            attempted: true,
         };
         let mut batch = sled::Batch::default();
         batch.insert(keys::delivery_key(sub, dk), encode(&d));

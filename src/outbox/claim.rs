@@ -133,6 +133,7 @@ impl Outbox {
                 continue;
             };
             d.attempts.push(c.attempt);
+            entry.attempted = true;
             let lk = keys::lane_key(&lane, entry.order);
             let left = match c.verdict {
                 Verdict::Succeeded | Verdict::Failed => {

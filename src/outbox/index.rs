@@ -22,6 +22,9 @@ pub struct Entry {
     /// Not to be sent before this time (ms); 0 for at once.
     pub not_before: u64,
     pub kind: crate::event::EventType,
+    /// Attempted before, so it has a delivery record; a first attempt
+    /// reads none.
+    pub attempted: bool,
 }
 
 impl Entry {
@@ -283,6 +286,7 @@ mod tests {
             event: order,
             not_before: 0,
             kind: crate::event::EventType::RoomStarted,
+            attempted: false,
         }
     }
 

@@ -87,13 +87,15 @@ pub fn split_lane_key(k: &[u8]) -> Option<(LaneId, u128)> {
     ))
 }
 
-/// A lane entry's value: delivery, event, not-before (ms), event type.
-pub fn encode_entry(e: &Entry) -> [u8; 41] {
-    let mut v = [0u8; 41];
+/// A lane entry's value: delivery, event, not-before (ms), event type,
+/// and 1 once attempted.
+pub fn encode_entry(e: &Entry) -> [u8; 42] {
+    let mut v = [0u8; 42];
     v[..16].copy_from_slice(&e.delivery.to_be_bytes());
     v[16..32].copy_from_slice(&e.event.to_be_bytes());
     v[32..40].copy_from_slice(&e.not_before.to_be_bytes());
     v[40] = e.kind as u8;
+    v[41] = e.attempted as u8;
     v
 }
 
@@ -104,6 +106,8 @@ pub fn decode_entry(order: u128, v: &[u8]) -> Option<Entry> {
         event: u128::from_be_bytes(v.get(16..32)?.try_into().ok()?),
         not_before: u64::from_be_bytes(v.get(32..40)?.try_into().ok()?),
         kind: *crate::event::EventType::ALL.get(*v.get(40)? as usize)?,
+        // Entries written before the flag existed may have a record.
+        attempted: v.get(41).is_none_or(|a| *a != 0),
     })
 }
 
@@ -131,8 +135,11 @@ mod tests {
             event: 3,
             not_before: 9,
             kind: crate::event::EventType::RoomUpdated,
+            attempted: false,
         };
         assert_eq!(decode_entry(7, &encode_entry(&e)), Some(e));
+        let older = &encode_entry(&e)[..41];
+        assert!(decode_entry(7, older).unwrap().attempted);
         let dk = delivery_key("sub_1", 42);
         assert_eq!(split_delivery_key(&dk), Some(("sub_1", 42)));
     }

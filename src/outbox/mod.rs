@@ -114,6 +114,7 @@ impl Outbox {
             event: crate::ids::event_key(&event.id).unwrap_or(0),
             not_before: 0,
             kind: event.kind,
+            attempted: false,
         };
         plan.batch.insert(
             keys::lane_key(&lane, entry.order),
@@ -201,8 +202,12 @@ impl Outbox {
             .transpose()
     }
 
-    /// A lane entry's delivery: its record once attempted, else made from the entry.
+    /// A lane entry's delivery: its record once attempted, else made from
+    /// the entry (a first attempt reads nothing: its record cannot exist).
     fn delivery_of(&self, lane: &LaneId, entry: &Entry) -> Result<Delivery> {
+        if !entry.attempted {
+            return Ok(pending_delivery(lane, entry));
+        }
         Ok(match self.stored_delivery(&lane.sub, entry.delivery)? {
             Some(d) => d,
             None => pending_delivery(lane, entry),
