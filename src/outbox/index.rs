@@ -111,6 +111,11 @@ impl Index {
         }
     }
 
+    /// How many pending deliveries `lane` holds.
+    pub fn len(&self, lane: &LaneId) -> u64 {
+        self.lanes.get(lane).map_or(0, |l| l.len)
+    }
+
     #[cfg(test)]
     pub fn head(&self, lane: &LaneId) -> Option<Entry> {
         self.lanes.get(lane).and_then(|l| l.head)

@@ -228,9 +228,13 @@ impl Outbox {
         Ok(keys::split_lane_key(&k).and_then(|(_, order)| keys::decode_entry(order, &v)))
     }
 
-    /// Set a lane's head from disk.
+    /// Set a lane's head from disk; a lane the index counts empty reads
+    /// nothing (under the lock the index counts every entry on disk).
     fn refresh_head(&self, state: &mut State, lane: &LaneId) -> Result<()> {
-        let head = self.first_in_lane(lane)?;
+        let head = match state.index.len(lane) {
+            0 => None,
+            _ => self.first_in_lane(lane)?,
+        };
         state.index.set_head(lane, head);
         Ok(())
     }
