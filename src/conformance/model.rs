@@ -303,7 +303,7 @@ impl World {
                 Ok(d.event_id)
             })
             .collect::<Result<_, _>>()?;
-        let left: BTreeSet<String> = self
+        let stored = self
             .db()
             .list_events(&crate::store::EventFilter {
                 limit: 10_000,
@@ -311,12 +311,34 @@ impl World {
             })
             .await
             .unwrap()
-            .events
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
+            .events;
+        let left: BTreeSet<String> = stored.iter().map(|e| e.id.clone()).collect();
         if needed != left {
             return Err(format!("retention kept {left:?}, pending need {needed:?}"));
+        }
+        // Each room's index shows what is left of the room, no more.
+        let mut by_room = BTreeSet::new();
+        for room in ROOMS {
+            let page = self
+                .db()
+                .list_events(&crate::store::EventFilter {
+                    room: Some(room.to_string()),
+                    limit: 10_000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            by_room.extend(page.events.into_iter().map(|e| e.id));
+        }
+        let of_rooms: BTreeSet<String> = stored
+            .into_iter()
+            .filter(|e| e.room_id().is_some())
+            .map(|e| e.id)
+            .collect();
+        if by_room != of_rooms {
+            return Err(format!(
+                "rooms list {by_room:?} after retention, the store {of_rooms:?}"
+            ));
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Stored events: by id, and paged in emission order, optionally by room and type.
 
-use super::keys::{room_key, room_seq_key};
+use super::keys::{indexed_events, room_key, room_seq_key};
 use super::{Result, Store, StoreError};
 use crate::event::{Event, EventType};
 use crate::ids::{event_id, event_key};
@@ -90,21 +90,33 @@ impl Store {
                     None => 0,
                 };
                 let prefix = room_key(room);
-                for item in self
+                let first = after_seq.saturating_add(1);
+                // The entry that may hold `first`: the last at or before it.
+                let from = match self
                     .room_events
-                    .range(room_seq_key(room, after_seq.saturating_add(1))..)
+                    .range(prefix.clone()..=room_seq_key(room, first))
+                    .next_back()
                 {
-                    let (k, ek) = item?;
+                    Some(item) => item?.0.to_vec(),
+                    None => room_seq_key(room, first),
+                };
+                'entries: for item in self.room_events.range(from..) {
+                    let (k, v) = item?;
                     if !k.starts_with(&prefix) {
                         break;
                     }
-                    scanned += 1;
-                    let Some(v) = self.events.get(&ek)? else {
-                        continue;
-                    };
-                    full = accept(decode_event(&ek, &v)?, &mut page);
-                    if full || scanned >= SCAN_BUDGET {
-                        break;
+                    for (seq, ek) in indexed_events(&k, &v) {
+                        if seq < first {
+                            continue;
+                        }
+                        scanned += 1;
+                        let Some(body) = self.events.get(ek)? else {
+                            continue;
+                        };
+                        full = accept(decode_event(&ek, &body)?, &mut page);
+                        if full || scanned >= SCAN_BUDGET {
+                            break 'entries;
+                        }
                     }
                 }
             }

@@ -218,13 +218,17 @@ impl Store {
                     }
                     let stored =
                         a.events(|| event_id(self.ids.next_at(crate::outbox::ms(a.seen_at))));
+                    // One room index entry for the commit: its events'
+                    // keys, from the first event's sequence on.
+                    let mut indexed = Vec::with_capacity(16 * stored.len());
                     for event in &stored {
                         let ek = event_key(&event.id).expect("our own id").to_be_bytes();
                         events.insert(&ek, webhook_body(event))?;
-                        let seq = event.sequence().expect("room events have a sequence");
-                        room_events.insert(room_seq_key(a.room.as_str(), seq), &ek)?;
-                        record.sequence = seq;
+                        indexed.extend_from_slice(&ek);
+                        record.sequence = event.sequence().expect("room events have a sequence");
                     }
+                    let first = stored[0].sequence().expect("room events have a sequence");
+                    room_events.insert(room_seq_key(a.room.as_str(), first), indexed)?;
                     // The outbox commits with the events: nothing is lost between them.
                     let plan = self.outbox.plan(state, &stored, a.seen_at);
                     outbox.apply_batch(plan.batch())?;
