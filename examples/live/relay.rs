@@ -111,15 +111,30 @@ impl Relay {
         panic!("the relay did not come up");
     }
 
+    /// One admin API call. A request that meets a pooled connection the
+    /// relay has just closed is sent again (twice at most); anything else
+    /// stops the bench with what went wrong.
     pub async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(TOKEN);
-        if let Some(b) = body {
-            req = req.json(&b);
+        let mut tries = 0;
+        loop {
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .bearer_auth(TOKEN);
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            match req.send().await {
+                Ok(res) => {
+                    let status = res.status();
+                    let text = res.text().await.expect("the relay's answer");
+                    return serde_json::from_str(&text)
+                        .unwrap_or_else(|e| panic!("{path}: {status} {e}: {text}"));
+                }
+                Err(e) if e.is_request() && tries < 2 => tries += 1,
+                Err(e) => panic!("{path}: {e:?}"),
+            }
         }
-        req.send().await.unwrap().json().await.unwrap()
     }
 
     /// Until every room has its baseline snapshot.
