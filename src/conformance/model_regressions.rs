@@ -97,3 +97,24 @@ async fn disabled_retention(h: Harness) {
     assert_eq!(w.db().pending().await.unwrap().0, 1);
     assert_eq!(w.db().deliverable().await.unwrap(), 0);
 }
+
+super::super::on_both!(a_retry_among_a_commits_events_joins_their_run, retry_in_run);
+async fn retry_in_run(h: Harness) {
+    let mut w = world(h).await;
+    // Two changes, then the class ends: one commit of three events (3 to 5).
+    for _ in 0..3 {
+        w.apply(Op::Poll(0)).await.unwrap();
+    }
+    for v in [0, 0, 0, 1] {
+        w.apply(Op::Claim(1)).await.unwrap();
+        w.apply(Op::Complete(0, v)).await.unwrap();
+    }
+    // Event 4 failed for good, 5 waits: 4 goes back among them, first.
+    w.apply(Op::Retry(0)).await.unwrap();
+    for sequence in [4, 5] {
+        w.apply(Op::Claim(1)).await.unwrap();
+        assert_eq!(w.in_flight[0].delivery.sequence, Some(sequence));
+        w.apply(Op::Complete(0, 0)).await.unwrap();
+    }
+    assert_eq!(w.db().pending().await.unwrap().0, 0);
+}

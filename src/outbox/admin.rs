@@ -2,6 +2,7 @@
 
 use super::index::Entry;
 use super::model::{Delivery, DeliveryStatus};
+use super::runs::Runs;
 use super::{keys, lane_of, ms, Outbox, Plan};
 use crate::db::{encode, Result, StoreError};
 use crate::event::Event;
@@ -42,12 +43,11 @@ impl Outbox {
         }
         let lane = lane_of(&d);
         let order = d.lane_order();
-        let lk = keys::lane_key(&lane, order);
-        if let Some(v) = self.inner.tree.get(&lk)? {
-            let other = keys::decode_entry(order, &v)
-                .map(|e| e.delivery)
-                .unwrap_or(0);
-            return Ok(Retried::AlreadyQueued(crate::ids::delivery_id(other)));
+        let mut runs = Runs::new(&self.inner.tree);
+        if let Some(other) = runs.get(&lane, order)? {
+            return Ok(Retried::AlreadyQueued(crate::ids::delivery_id(
+                other.delivery,
+            )));
         }
         d.status = DeliveryStatus::Pending;
         d.schedule_start = d.attempts.len();
@@ -63,7 +63,8 @@ impl Outbox {
         };
         let mut batch = sled::Batch::default();
         batch.insert(keys::delivery_key(sub, dk), encode(&d));
-        batch.insert(lk, &keys::encode_entry(&entry)[..]);
+        runs.put(&lane, entry)?;
+        runs.write(&mut batch);
         self.inner.tree.apply_batch(batch)?;
         self.inner.queued.fetch_add(1, Ordering::SeqCst);
         state.index.add(&lane, entry);
@@ -108,23 +109,22 @@ impl Outbox {
 
     fn replay_chunk(&self, sub: &str, events: &[Event], now: DateTime<Utc>) -> Result<usize> {
         let mut state = self.lock();
-        let Some(target) = state.subs.get(sub).cloned() else {
+        if !state.subs.contains_key(sub) {
             return Ok(0);
-        };
+        }
         let mut plan = Plan::default();
+        let mut runs = Runs::new(&self.inner.tree);
         for event in events {
             let lane = super::event_lane(sub, event);
-            let order = super::lane_order(event);
-            let queued_already = plan
-                .added
-                .iter()
-                .any(|(l, e)| l == &lane && e.order == order);
-            if queued_already || self.inner.tree.contains_key(keys::lane_key(&lane, order))? {
+            if runs.get(&lane, super::lane_order(event))?.is_some() {
                 continue;
             }
-            self.plan_one(&mut plan, &target, event, now);
+            let entry = self.entry(event, now);
+            runs.put(&lane, entry)?;
+            plan.added.push((lane, entry));
         }
         let n = plan.added.len();
+        runs.write(&mut plan.batch);
         self.inner
             .tree
             .apply_batch(std::mem::take(&mut plan.batch))?;
@@ -144,13 +144,19 @@ impl Outbox {
         now: DateTime<Utc>,
     ) -> Result<Option<Event>> {
         let mut state = self.lock();
-        let Some(target) = state.subs.get(sub).cloned() else {
-            return Ok(None);
-        };
         event.id = crate::ids::event_id(self.inner.ids.next_at(ms(now)));
-        let event = &event;
+        if !state.subs.contains_key(sub) {
+            return Ok(None);
+        }
+        // A lane of its own: one run of one entry.
+        let (lane, entry) = (super::event_lane(sub, &event), self.entry(&event, now));
         let mut plan = Plan::default();
-        self.plan_one(&mut plan, &target, event, now);
+        plan.batch.insert(
+            keys::lane_key(&lane, entry.order),
+            keys::encode_run(&[entry]),
+        );
+        plan.added.push((lane, entry));
+        let event = &event;
         let ek = crate::ids::event_key(&event.id).unwrap_or(0).to_be_bytes();
         let body = crate::event::webhook_body(event);
         (&self.inner.events, &self.inner.tree)

@@ -23,10 +23,25 @@ pub(crate) fn check(outbox: &Outbox) -> Result<(), String> {
     let mut lanes: BTreeMap<LaneId, Vec<super::index::Entry>> = BTreeMap::new();
     let mut events_needed = BTreeSet::new();
     let mut deliveries = HashMap::new();
+    let mut entries = Vec::new();
     for item in tree.scan_prefix([keys::LANE]) {
         let (k, v) = item.unwrap();
-        let (lane, order) = keys::split_lane_key(&k).ok_or("bad lane key")?;
-        let e = keys::decode_entry(order, &v).ok_or("bad lane entry")?;
+        let (lane, at) = keys::split_lane_key(&k).ok_or("bad lane key")?;
+        let run = keys::decode_run(at, &v).ok_or("bad lane run")?;
+        // A run is never empty, holds its entries in order from its key's,
+        // and ends before the lane's next run starts.
+        let Some(first) = run.first() else {
+            return Err(format!("empty run in {lane:?}"));
+        };
+        let after_last = entries
+            .last()
+            .is_some_and(|(l, e): &(LaneId, super::index::Entry)| l == &lane && e.order >= at);
+        if first.order < at || after_last || run.windows(2).any(|w| w[0].order >= w[1].order) {
+            return Err(format!("run at {at} of {lane:?} out of order: {run:?}"));
+        }
+        entries.extend(run.into_iter().map(|e| (lane.clone(), e)));
+    }
+    for (lane, e) in entries {
         if !subs.contains(&*lane.sub) {
             return Err("orphan lane entry".into());
         }

@@ -3,6 +3,7 @@
 
 use super::index::{Entry, LaneId};
 use super::model::{Attempt, Delivery, DeliveryStatus, Verdict};
+use super::runs::Runs;
 use super::{keys, ms, Outbox, State};
 use crate::db::{decode, encode, Result};
 use crate::subscription::{should_disable, Subscription, Target};
@@ -74,7 +75,7 @@ impl Outbox {
                 // Cannot happen while the lock keeps disk and index in step;
                 // drop the entry rather than stall the lane.
                 warn!(lane = ?lane, "lane entry without its subscription; dropped");
-                self.inner.tree.remove(keys::lane_key(&lane, entry.order))?;
+                self.write_completed(sled::Batch::default(), &[(lane.clone(), entry, true)])?;
                 state.index.remove(&lane, &entry);
                 state.index.release(&lane);
                 self.refresh_head(&mut state, &lane)?;
@@ -134,7 +135,6 @@ impl Outbox {
             };
             d.attempts.push(c.attempt);
             entry.attempted = true;
-            let lk = keys::lane_key(&lane, entry.order);
             let left = match c.verdict {
                 Verdict::Succeeded | Verdict::Failed => {
                     d.status = if c.verdict == Verdict::Succeeded {
@@ -143,19 +143,16 @@ impl Outbox {
                         DeliveryStatus::Failed
                     };
                     d.next_attempt_at = None;
-                    batch.remove(lk);
                     true
                 }
                 Verdict::RetryAt(t) => {
                     d.next_attempt_at = Some(t);
                     entry.not_before = ms(t);
-                    batch.insert(lk, &keys::encode_entry(&entry)[..]);
                     false
                 }
                 Verdict::Hold => {
                     d.next_attempt_at = None;
                     entry.not_before = 0;
-                    batch.insert(lk, &keys::encode_entry(&entry)[..]);
                     false
                 }
             };
@@ -171,7 +168,7 @@ impl Outbox {
                 batch.insert(keys::sub_key(id), encode(sub));
             }
         }
-        let written = self.inner.tree.apply_batch(batch);
+        let written = self.write_completed(batch, &changes);
         for (lane, entry, left) in &changes {
             if written.is_ok() && *left {
                 state.index.remove(lane, entry);
@@ -187,6 +184,25 @@ impl Outbox {
             self.refresh_head(&mut state, lane)?;
         }
         written?;
+        Ok(())
+    }
+
+    /// Write `batch` with each lane's entry edited in its run: gone
+    /// (`left`), or kept as it now stands (a retry, a hold).
+    fn write_completed(
+        &self,
+        mut batch: sled::Batch,
+        changes: &[(LaneId, Entry, bool)],
+    ) -> Result<()> {
+        let mut runs = Runs::new(&self.inner.tree);
+        for (lane, entry, left) in changes {
+            match left {
+                true => runs.remove(lane, entry.order)?,
+                false => runs.put(lane, *entry)?,
+            }
+        }
+        runs.write(&mut batch);
+        self.inner.tree.apply_batch(batch)?;
         Ok(())
     }
 

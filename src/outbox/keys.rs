@@ -4,10 +4,12 @@
 //! - `S` sub id → subscription JSON
 //! - `D` sub id, 0, delivery key → delivery JSON, written at its first
 //!   attempt: a subscription's history, oldest first
-//! - `L` sub id, 0, room key, order → lane entry: pending, in lane order
+//! - `L` sub id, 0, room key, order → a run of lane entries: pending, in
+//!   lane order. A run holds the entries from its key's order up to the
+//!   next run's key (one commit's events, a retry put among them).
 //!
-//! A delivery queued by a poll is one lane entry and nothing else: sled
-//! pays ~10 µs a key here, so fan-out writes as little as it can.
+//! A poll's commit writes one run per lane and nothing else: sled pays
+//! ~10 µs a key here, so fan-out writes as little as it can.
 
 use super::index::{Entry, LaneId};
 
@@ -87,6 +89,38 @@ pub fn split_lane_key(k: &[u8]) -> Option<(LaneId, u128)> {
     ))
 }
 
+/// A run's value: each entry's order, then the entry (58 bytes each).
+pub fn encode_run(run: &[Entry]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(RUN_ITEM * run.len());
+    for e in run {
+        v.extend_from_slice(&e.order.to_be_bytes());
+        v.extend_from_slice(&encode_entry(e));
+    }
+    v
+}
+
+const RUN_ITEM: usize = 16 + 42;
+
+/// A run's entries, in order. A value of one bare entry (41 or 42 bytes,
+/// as stores before runs wrote it) is that entry at the key's order.
+pub fn decode_run(key_order: u128, v: &[u8]) -> Option<Vec<Entry>> {
+    if v.len() == 41 || v.len() == 42 {
+        return Some(vec![decode_entry(key_order, v)?]);
+    }
+    if v.len() % RUN_ITEM != 0 {
+        return None;
+    }
+    v.chunks_exact(RUN_ITEM)
+        .map(|c| decode_entry(u128::from_be_bytes(c[..16].try_into().ok()?), &c[16..]))
+        .collect()
+}
+
+/// A lane key and its run's value: the lane and its entries.
+pub fn split_run(k: &[u8], v: &[u8]) -> Option<(LaneId, Vec<Entry>)> {
+    let (lane, order) = split_lane_key(k)?;
+    Some((lane, decode_run(order, v)?))
+}
+
 /// A lane entry's value: delivery, event, not-before (ms), event type,
 /// and 1 once attempted.
 pub fn encode_entry(e: &Entry) -> [u8; 42] {
@@ -140,6 +174,11 @@ mod tests {
         assert_eq!(decode_entry(7, &encode_entry(&e)), Some(e));
         let older = &encode_entry(&e)[..41];
         assert!(decode_entry(7, older).unwrap().attempted);
+        // A bare entry reads as a run of one; a run keeps each order.
+        assert_eq!(decode_run(7, &encode_entry(&e)), Some(vec![e]));
+        let next = Entry { order: 9, ..e };
+        assert_eq!(decode_run(7, &encode_run(&[e, next])), Some(vec![e, next]));
+        assert_eq!(decode_run(7, &[0; 50]), None);
         let dk = delivery_key("sub_1", 42);
         assert_eq!(split_delivery_key(&dk), Some(("sub_1", 42)));
     }

@@ -22,6 +22,7 @@ mod keys;
 mod model;
 mod open;
 mod prune;
+mod runs;
 mod subs;
 
 pub use admin::Retried;
@@ -89,38 +90,43 @@ impl Outbox {
         self.inner.state.lock().expect("outbox lock")
     }
 
-    /// Queue `events` (already built, about to be stored) for every enabled
-    /// subscription that wants them. Runs under the caller's lock, inside
-    /// the poll's transaction; [`Outbox::applied`] follows the commit.
+    /// Queue `events` (one commit of one room, about to be stored) for
+    /// every enabled subscription that wants them. Runs under the caller's
+    /// lock, inside the poll's transaction; [`Outbox::applied`] follows the
+    /// commit.
     pub(crate) fn plan(&self, state: &State, events: &[Event], now: DateTime<Utc>) -> Plan {
         let mut plan = Plan::default();
         for event in events {
             for target in state.subs.values() {
                 if target.sub.enabled && target.sub.wants(event) {
-                    self.plan_one(&mut plan, target, event, now);
+                    plan.added
+                        .push((event_lane(&target.sub.id, event), self.entry(event, now)));
                 }
             }
+        }
+        // A commit's events come after every entry of their lanes, so each
+        // lane's entries start a run of their own: one write, no read.
+        let mut runs: BTreeMap<&LaneId, Vec<Entry>> = BTreeMap::new();
+        for (lane, e) in &plan.added {
+            runs.entry(lane).or_default().push(*e);
+        }
+        for (lane, run) in runs {
+            plan.batch
+                .insert(keys::lane_key(lane, run[0].order), keys::encode_run(&run));
         }
         plan
     }
 
-    /// Queue one event for one subscription (the caller checked that its
-    /// lane holds no entry for this event): one lane entry, nothing more.
-    fn plan_one(&self, plan: &mut Plan, target: &Target, event: &Event, now: DateTime<Utc>) {
-        let lane = event_lane(&target.sub.id, event);
-        let entry = Entry {
+    /// A new lane entry for `event`: a delivery queued now.
+    fn entry(&self, event: &Event, now: DateTime<Utc>) -> Entry {
+        Entry {
             order: lane_order(event),
             delivery: self.inner.ids.next_at(ms(now)),
             event: crate::ids::event_key(&event.id).unwrap_or(0),
             not_before: 0,
             kind: event.kind,
             attempted: false,
-        };
-        plan.batch.insert(
-            keys::lane_key(&lane, entry.order),
-            &keys::encode_entry(&entry)[..],
-        );
-        plan.added.push((lane, entry));
+        }
     }
 
     /// A planned batch is committed: make its deliveries visible.
@@ -183,12 +189,11 @@ impl Outbox {
         // Not attempted yet: only its lane entry exists.
         for item in self.inner.tree.scan_prefix(keys::sub_lanes_prefix(sub)) {
             let (k, v) = item?;
-            if let Some((lane, entry)) = keys::split_lane_key(&k)
-                .and_then(|(lane, order)| Some((lane, keys::decode_entry(order, &v)?)))
-            {
-                if entry.delivery == dk {
-                    return Ok(Some(pending_delivery(&lane, &entry)));
-                }
+            let Some((lane, run)) = keys::split_run(&k, &v) else {
+                continue;
+            };
+            if let Some(entry) = run.iter().find(|e| e.delivery == dk) {
+                return Ok(Some(pending_delivery(&lane, entry)));
             }
         }
         Ok(None)
@@ -225,7 +230,7 @@ impl Outbox {
         else {
             return Ok(None);
         };
-        Ok(keys::split_lane_key(&k).and_then(|(_, order)| keys::decode_entry(order, &v)))
+        Ok(keys::split_run(&k, &v).and_then(|(_, run)| run.first().copied()))
     }
 
     /// Set a lane's head from disk; a lane the index counts empty reads

@@ -36,11 +36,11 @@ impl Outbox {
         let mut orphans = sled::Batch::default();
         for item in tree.scan_prefix([keys::LANE]) {
             let (k, v) = item?;
-            let parsed = keys::split_lane_key(&k)
-                .and_then(|(lane, order)| Some((lane, keys::decode_entry(order, &v)?)));
-            match parsed {
-                Some((lane, entry)) if subs.contains_key(&*lane.sub) => {
-                    index.add(&lane, entry);
+            match keys::split_run(&k, &v) {
+                Some((lane, run)) if subs.contains_key(&*lane.sub) => {
+                    for entry in run {
+                        index.add(&lane, entry);
+                    }
                 }
                 // A subscription deleted by a crashed process: finish the job.
                 _ => orphans.remove(k),
@@ -65,8 +65,8 @@ impl Outbox {
         let mut largest = 0;
         for item in tree.scan_prefix([keys::LANE]) {
             let (k, v) = item?;
-            if let Some(e) = keys::split_lane_key(&k).and_then(|(_, o)| keys::decode_entry(o, &v)) {
-                largest = largest.max(e.delivery);
+            if let Some((_, run)) = keys::split_run(&k, &v) {
+                largest = run.iter().map(|e| e.delivery).fold(largest, u128::max);
             }
         }
         // Records sort by subscription, then id: the last of each is its largest.

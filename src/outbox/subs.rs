@@ -102,10 +102,8 @@ impl Outbox {
         let mut dropped = Vec::new();
         for item in self.inner.tree.scan_prefix(keys::sub_lanes_prefix(id)) {
             let (k, v) = item?;
-            if let Some((lane, entry)) = keys::split_lane_key(&k)
-                .and_then(|(lane, order)| Some((lane, keys::decode_entry(order, &v)?)))
-            {
-                dropped.push((lane, entry));
+            if let Some((lane, run)) = keys::split_run(&k, &v) {
+                dropped.extend(run.into_iter().map(|e| (lane.clone(), e)));
             }
             batch.remove(k);
         }
@@ -170,18 +168,18 @@ impl Outbox {
                 break;
             }
             let (k, v) = item?;
-            let Some((lane, entry)) = keys::split_lane_key(&k)
-                .and_then(|(lane, order)| Some((lane, keys::decode_entry(order, &v)?)))
-            else {
+            let Some((lane, run)) = keys::split_run(&k, &v) else {
                 continue;
             };
-            if entry.delivery < before
-                && !self
-                    .inner
-                    .tree
-                    .contains_key(keys::delivery_key(sub, entry.delivery))?
-            {
-                queued.push(super::pending_delivery(&lane, &entry));
+            for entry in run {
+                if entry.delivery < before
+                    && !self
+                        .inner
+                        .tree
+                        .contains_key(keys::delivery_key(sub, entry.delivery))?
+                {
+                    queued.push(super::pending_delivery(&lane, &entry));
+                }
             }
         }
         queued.sort_by(|a, b| b.id.cmp(&a.id));
