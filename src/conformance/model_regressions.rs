@@ -118,3 +118,32 @@ async fn retry_in_run(h: Harness) {
     }
     assert_eq!(w.db().pending().await.unwrap().0, 0);
 }
+
+super::super::on_both!(
+    finished_entries_left_in_their_run_stay_finished,
+    finished_in_run
+);
+async fn finished_in_run(h: Harness) {
+    let mut w = world(h).await;
+    for _ in 0..3 {
+        w.apply(Op::Poll(0)).await.unwrap();
+    }
+    // 3 of the run 3 to 5 is sent; the run still waits for 4 and 5.
+    for _ in 0..3 {
+        w.apply(Op::Claim(1)).await.unwrap();
+        w.apply(Op::Complete(0, 0)).await.unwrap();
+    }
+    // A crash: 3 is not sent again.
+    w.apply(Op::Reopen).await.unwrap();
+    w.apply(Op::Claim(1)).await.unwrap();
+    assert_eq!(w.in_flight[0].delivery.sequence, Some(4));
+    w.apply(Op::Complete(0, 0)).await.unwrap();
+    // 4's record goes with retention, then a crash: 4 is not sent again.
+    w.apply(Op::Advance(29)).await.unwrap();
+    w.apply(Op::Prune).await.unwrap();
+    w.apply(Op::Reopen).await.unwrap();
+    w.apply(Op::Claim(1)).await.unwrap();
+    assert_eq!(w.in_flight[0].delivery.sequence, Some(5));
+    w.apply(Op::Complete(0, 0)).await.unwrap();
+    assert_eq!(w.db().pending().await.unwrap().0, 0);
+}

@@ -43,7 +43,7 @@ impl Outbox {
         }
         let lane = lane_of(&d);
         let order = d.lane_order();
-        let mut runs = Runs::new(&self.inner.tree);
+        let mut runs = Runs::new(&self.inner.tree, &state.index);
         if let Some(other) = runs.get(&lane, order)? {
             return Ok(Retried::AlreadyQueued(crate::ids::delivery_id(
                 other.delivery,
@@ -64,8 +64,9 @@ impl Outbox {
         let mut batch = sled::Batch::default();
         batch.insert(keys::delivery_key(sub, dk), encode(&d));
         runs.put(&lane, entry)?;
-        runs.write(&mut batch);
+        let written = runs.write(&mut batch);
         self.inner.tree.apply_batch(batch)?;
+        Self::note_runs(&mut state, written);
         self.inner.queued.fetch_add(1, Ordering::SeqCst);
         state.index.add(&lane, entry);
         Ok(Retried::Queued(d))
@@ -113,7 +114,7 @@ impl Outbox {
             return Ok(0);
         }
         let mut plan = Plan::default();
-        let mut runs = Runs::new(&self.inner.tree);
+        let mut runs = Runs::new(&self.inner.tree, &state.index);
         for event in events {
             let lane = super::event_lane(sub, event);
             if runs.get(&lane, super::lane_order(event))?.is_some() {
@@ -124,10 +125,11 @@ impl Outbox {
             plan.added.push((lane, entry));
         }
         let n = plan.added.len();
-        runs.write(&mut plan.batch);
+        let written = runs.write(&mut plan.batch);
         self.inner
             .tree
             .apply_batch(std::mem::take(&mut plan.batch))?;
+        Self::note_runs(&mut state, written);
         self.applied(&mut state, plan);
         Ok(n)
     }

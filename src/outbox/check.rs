@@ -33,6 +33,10 @@ pub(crate) fn check(outbox: &Outbox) -> Result<(), String> {
         let Some(first) = run.first() else {
             return Err(format!("empty run in {lane:?}"));
         };
+        // Finished entries wait only in runs with more to send.
+        if run.iter().all(|e| state.index.is_done(&lane, e.order)) {
+            return Err(format!("run at {at} of {lane:?} has nothing to send"));
+        }
         let after_last = entries
             .last()
             .is_some_and(|(l, e): &(LaneId, super::index::Entry)| l == &lane && e.order >= at);
@@ -41,9 +45,27 @@ pub(crate) fn check(outbox: &Outbox) -> Result<(), String> {
         }
         entries.extend(run.into_iter().map(|e| (lane.clone(), e)));
     }
+    let on_disk: BTreeSet<(LaneId, u128)> =
+        entries.iter().map(|(l, e)| (l.clone(), e.order)).collect();
+    if let Some(gone) = state
+        .index
+        .done_entries()
+        .into_iter()
+        .find(|d| !on_disk.contains(d))
+    {
+        return Err(format!(
+            "the index holds {gone:?} finished, and no run does"
+        ));
+    }
     for (lane, e) in entries {
         if !subs.contains(&*lane.sub) {
             return Err("orphan lane entry".into());
+        }
+        if state.index.is_done(&lane, e.order) {
+            match records.get(&e.delivery) {
+                Some(d) if d.status != DeliveryStatus::Pending => continue,
+                other => return Err(format!("finished entry {e:?} whose record is {other:?}")),
+            }
         }
         let d = match records.get(&e.delivery) {
             Some(d) => d.clone(),

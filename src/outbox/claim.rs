@@ -3,7 +3,7 @@
 
 use super::index::{Entry, LaneId};
 use super::model::{Attempt, Delivery, DeliveryStatus, Verdict};
-use super::runs::Runs;
+use super::runs::{Runs, Written};
 use super::{keys, ms, Outbox, State};
 use crate::db::{decode, encode, Result};
 use crate::subscription::{should_disable, Subscription, Target};
@@ -75,7 +75,12 @@ impl Outbox {
                 // Cannot happen while the lock keeps disk and index in step;
                 // drop the entry rather than stall the lane.
                 warn!(lane = ?lane, "lane entry without its subscription; dropped");
-                self.write_completed(sled::Batch::default(), &[(lane.clone(), entry, true)])?;
+                let written = self.write_completed(
+                    &state.index,
+                    sled::Batch::default(),
+                    &[(lane.clone(), entry, true)],
+                )?;
+                Self::note_runs(&mut state, written);
                 state.index.remove(&lane, &entry);
                 state.index.release(&lane);
                 self.refresh_head(&mut state, &lane)?;
@@ -168,7 +173,13 @@ impl Outbox {
                 batch.insert(keys::sub_key(id), encode(sub));
             }
         }
-        let written = self.write_completed(batch, &changes);
+        let written = match self.write_completed(&state.index, batch, &changes) {
+            Ok(runs) => {
+                Self::note_runs(&mut state, runs);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
         for (lane, entry, left) in &changes {
             if written.is_ok() && *left {
                 state.index.remove(lane, entry);
@@ -187,23 +198,24 @@ impl Outbox {
         Ok(())
     }
 
-    /// Write `batch` with each lane's entry edited in its run: gone
+    /// Write `batch` with each lane's entry edited in its run: finished
     /// (`left`), or kept as it now stands (a retry, a hold).
     fn write_completed(
         &self,
+        index: &super::index::Index,
         mut batch: sled::Batch,
         changes: &[(LaneId, Entry, bool)],
-    ) -> Result<()> {
-        let mut runs = Runs::new(&self.inner.tree);
+    ) -> Result<Written> {
+        let mut runs = Runs::new(&self.inner.tree, index);
         for (lane, entry, left) in changes {
             match left {
-                true => runs.remove(lane, entry.order)?,
+                true => runs.finish(lane, entry.order)?,
                 false => runs.put(lane, *entry)?,
             }
         }
-        runs.write(&mut batch);
+        let written = runs.write(&mut batch);
         self.inner.tree.apply_batch(batch)?;
-        Ok(())
+        Ok(written)
     }
 
     /// Replace a subscription in memory, holding or freeing its lanes.

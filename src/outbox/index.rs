@@ -57,6 +57,8 @@ pub struct Index {
     oldest: BTreeMap<u64, u64>,
     /// Events pending deliveries need, with how many need each.
     needed: BTreeMap<u128, u64>,
+    /// Entries finished but still on disk, in a run with more to send.
+    done: HashMap<LaneId, BTreeSet<u128>>,
 }
 
 impl Index {
@@ -109,6 +111,26 @@ impl Index {
             l.due_at = Some(h.not_before);
             self.due.insert((h.not_before, lane.clone()));
         }
+    }
+
+    /// The entry at `order` finished; its run on disk still holds it.
+    pub fn mark_done(&mut self, lane: &LaneId, order: u128) {
+        self.done.entry(lane.clone()).or_default().insert(order);
+    }
+
+    /// The finished entry at `order` is no longer on disk.
+    pub fn forget_done(&mut self, lane: &LaneId, order: u128) {
+        if let Some(orders) = self.done.get_mut(lane) {
+            orders.remove(&order);
+            if orders.is_empty() {
+                self.done.remove(lane);
+            }
+        }
+    }
+
+    /// Has the entry at `order`, still on disk, finished?
+    pub fn is_done(&self, lane: &LaneId, order: u128) -> bool {
+        self.done.get(lane).is_some_and(|o| o.contains(&order))
     }
 
     /// How many pending deliveries `lane` holds.
@@ -205,6 +227,7 @@ impl Index {
         }
         self.held.remove(sub);
         self.per_sub.remove(sub);
+        self.done.retain(|lane, _| &lane.sub != sub);
     }
 
     /// When the earliest waiting head falls due.
@@ -239,6 +262,16 @@ impl Index {
     /// Does a pending delivery still need this event?
     pub fn needs(&self, event: u128) -> bool {
         self.needed.contains_key(&event)
+    }
+
+    #[cfg(test)]
+    /// Every finished entry the index says is still on disk.
+    pub fn done_entries(&self) -> Vec<(LaneId, u128)> {
+        let mut out = Vec::new();
+        for (lane, orders) in &self.done {
+            out.extend(orders.iter().map(|o| (lane.clone(), *o)));
+        }
+        out
     }
 
     #[cfg(test)]

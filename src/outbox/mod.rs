@@ -219,18 +219,30 @@ impl Outbox {
         })
     }
 
-    /// The first entry of a lane on disk: its head.
-    fn first_in_lane(&self, lane: &LaneId) -> Result<Option<Entry>> {
-        let Some((k, v)) = self
-            .inner
-            .tree
-            .scan_prefix(keys::lane_prefix(lane))
-            .next()
-            .transpose()?
-        else {
-            return Ok(None);
-        };
-        Ok(keys::split_run(&k, &v).and_then(|(_, run)| run.first().copied()))
+    /// The first pending entry of a lane on disk: its head. Finished
+    /// entries wait in their run until it is written.
+    fn first_in_lane(&self, index: &Index, lane: &LaneId) -> Result<Option<Entry>> {
+        for item in self.inner.tree.scan_prefix(keys::lane_prefix(lane)) {
+            let (k, v) = item?;
+            let Some((_, run)) = keys::split_run(&k, &v) else {
+                continue;
+            };
+            if let Some(e) = run.into_iter().find(|e| !index.is_done(lane, e.order)) {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+
+    /// After a write of runs: the index learns which finished entries
+    /// stay on disk and which went.
+    fn note_runs(state: &mut State, written: runs::Written) {
+        for (lane, order) in written.finished {
+            state.index.mark_done(&lane, order);
+        }
+        for (lane, order) in written.gone {
+            state.index.forget_done(&lane, order);
+        }
     }
 
     /// Set a lane's head from disk; a lane the index counts empty reads
@@ -238,7 +250,7 @@ impl Outbox {
     fn refresh_head(&self, state: &mut State, lane: &LaneId) -> Result<()> {
         let head = match state.index.len(lane) {
             0 => None,
-            _ => self.first_in_lane(lane)?,
+            _ => self.first_in_lane(&state.index, lane)?,
         };
         state.index.set_head(lane, head);
         Ok(())

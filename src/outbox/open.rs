@@ -33,20 +33,30 @@ impl Outbox {
         for target in subs.values().filter(|t| !t.sub.enabled) {
             index.hold(&target.sub.id.as_str().into());
         }
-        let mut orphans = sled::Batch::default();
+        let mut tidy = sled::Batch::default();
         for item in tree.scan_prefix([keys::LANE]) {
             let (k, v) = item?;
             match keys::split_run(&k, &v) {
                 Some((lane, run)) if subs.contains_key(&*lane.sub) => {
-                    for entry in run {
-                        index.add(&lane, entry);
+                    let mut pending = Vec::with_capacity(run.len());
+                    for entry in &run {
+                        if !finished(&tree, &lane, entry)? {
+                            index.add(&lane, *entry);
+                            pending.push(*entry);
+                        }
+                    }
+                    // Finished entries left in their run go now.
+                    if pending.is_empty() {
+                        tidy.remove(k);
+                    } else if pending.len() < run.len() {
+                        tidy.insert(k, keys::encode_run(&pending));
                     }
                 }
                 // A subscription deleted by a crashed process: finish the job.
-                _ => orphans.remove(k),
+                _ => tidy.remove(k),
             }
         }
-        tree.apply_batch(orphans)?;
+        tree.apply_batch(tidy)?;
         sweep_deleted_history(&tree, &subs)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -83,6 +93,17 @@ impl Outbox {
         }
         Ok(largest)
     }
+}
+
+/// Has a run's entry finished? Its delivery's record says so: a
+/// completion writes the record and leaves the run alone while the run
+/// has more to send.
+fn finished(tree: &sled::Tree, lane: &super::LaneId, e: &super::index::Entry) -> Result<bool> {
+    let Some(v) = tree.get(keys::delivery_key(&lane.sub, e.delivery))? else {
+        return Ok(false);
+    };
+    let d = super::claim::decode_delivery(&v)?;
+    Ok(d.status != super::DeliveryStatus::Pending)
 }
 
 /// The first layout kept subscriptions in a tree of their own and the

@@ -3,6 +3,7 @@
 
 use super::claim::decode_delivery;
 use super::model::DeliveryStatus;
+use super::runs::Runs;
 use super::{keys, Outbox};
 use crate::db::Result;
 use crate::ids::floor_of_ms;
@@ -25,19 +26,30 @@ impl Outbox {
             let end = keys::delivery_key(&sub, floor_of_ms(cutoff_ms));
             loop {
                 // Under the lock: a retry cannot revive a record being removed.
-                let _state = self.lock();
+                let mut state = self.lock();
                 let mut out = sled::Batch::default();
+                let mut runs = Runs::new(&self.inner.tree, &state.index);
                 let (mut scanned, mut last) = (0, None);
                 for item in self.inner.tree.range(from.clone()..end.clone()).take(batch) {
                     let (k, v) = item?;
                     scanned += 1;
-                    if decode_delivery(&v)?.status != DeliveryStatus::Pending {
+                    let d = decode_delivery(&v)?;
+                    if d.status != DeliveryStatus::Pending {
+                        // A finished entry still in its run is told finished
+                        // by this record at the next open: the run is
+                        // written without it first.
+                        let (lane, order) = (super::lane_of(&d), d.lane_order());
+                        if state.index.is_done(&lane, order) {
+                            runs.tidy(&lane, order)?;
+                        }
                         out.remove(k.clone());
                         removed += 1;
                     }
                     last = Some(k);
                 }
+                let written = runs.write(&mut out);
                 self.inner.tree.apply_batch(out)?;
+                Self::note_runs(&mut state, written);
                 match last {
                     Some(k) if scanned == batch => {
                         from = k.to_vec();

@@ -5,22 +5,51 @@
 //! greatest key at or below its order. A poll's commit follows every entry
 //! of its lanes, so it starts runs of its own without reading; an entry put
 //! among older ones (a retry, a replay) joins the run that covers it.
+//!
+//! A finished entry leaves its run only when the run is written anyway
+//! (emptied, or changed): its delivery's record, written by the same
+//! completion, tells it finished at the next open, and the index knows it
+//! meanwhile. So a commit's run of n entries costs one run write, not n.
 
-use super::index::{Entry, LaneId};
+use super::index::{Entry, Index, LaneId};
 use super::keys;
 use crate::db::{Result, StoreError};
 use std::collections::BTreeMap;
 
 pub struct Runs<'t> {
     tree: &'t sled::Tree,
-    /// Runs read or started here, by key, as they are to be written.
-    edited: BTreeMap<Vec<u8>, Vec<Entry>>,
+    index: &'t Index,
+    /// Runs read or started here, by key.
+    edited: BTreeMap<Vec<u8>, Run>,
+}
+
+struct Run {
+    lane: LaneId,
+    /// Its pending entries, in order.
+    entries: Vec<Entry>,
+    /// Entries finished before, still on disk: left out of `entries`.
+    hidden: Vec<u128>,
+    /// Entries finished here.
+    finished: Vec<u128>,
+    /// To be written back.
+    dirty: bool,
+}
+
+/// What a write did to the lanes' finished entries, for the index.
+#[derive(Default)]
+pub struct Written {
+    /// Finished, and left on disk in a run that still has pending entries.
+    pub finished: Vec<(LaneId, u128)>,
+    /// Finished before, and gone with this write.
+    pub gone: Vec<(LaneId, u128)>,
 }
 
 impl<'t> Runs<'t> {
-    pub fn new(tree: &'t sled::Tree) -> Self {
+    /// Runs of `tree`, where `index` says which entries have finished.
+    pub fn new(tree: &'t sled::Tree, index: &'t Index) -> Self {
         Self {
             tree,
+            index,
             edited: BTreeMap::new(),
         }
     }
@@ -58,55 +87,110 @@ impl<'t> Runs<'t> {
     /// not decode is an error: written back, its entries would be lost.
     fn load(&mut self, key: Vec<u8>, v: &[u8]) -> Result<()> {
         if let std::collections::btree_map::Entry::Vacant(slot) = self.edited.entry(key) {
-            let run = keys::split_run(slot.key(), v).ok_or_else(|| StoreError::Corrupt {
-                tree: "outbox",
-                detail: "a lane run that does not decode".into(),
-            })?;
-            slot.insert(run.1);
+            let (lane, all) =
+                keys::split_run(slot.key(), v).ok_or_else(|| StoreError::Corrupt {
+                    tree: "outbox",
+                    detail: "a lane run that does not decode".into(),
+                })?;
+            let (hidden, entries): (Vec<Entry>, Vec<Entry>) = all
+                .into_iter()
+                .partition(|e| self.index.is_done(&lane, e.order));
+            slot.insert(Run {
+                lane,
+                entries,
+                hidden: hidden.iter().map(|e| e.order).collect(),
+                finished: Vec::new(),
+                dirty: false,
+            });
         }
         Ok(())
     }
 
-    /// The entry at `order` in `lane`, if any.
+    /// The pending entry at `order` in `lane`, if any.
     pub fn get(&mut self, lane: &LaneId, order: u128) -> Result<Option<Entry>> {
         let Some(key) = self.covering(lane, order)? else {
             return Ok(None);
         };
-        Ok(self.edited[&key].iter().find(|e| e.order == order).copied())
+        Ok(self.edited[&key]
+            .entries
+            .iter()
+            .find(|e| e.order == order)
+            .copied())
     }
 
-    /// Put `e` in its lane, replacing an entry at the same order.
+    /// Put `e` in its lane, replacing a pending or finished entry at the
+    /// same order.
     pub fn put(&mut self, lane: &LaneId, e: Entry) -> Result<()> {
         let key = match self.covering(lane, e.order)? {
             Some(key) => key,
             None => keys::lane_key(lane, e.order),
         };
-        let run = self.edited.entry(key).or_default();
-        match run.binary_search_by_key(&e.order, |x| x.order) {
-            Ok(i) => run[i] = e,
-            Err(i) => run.insert(i, e),
+        let run = self.edited.entry(key).or_insert_with(|| Run {
+            lane: lane.clone(),
+            entries: Vec::new(),
+            hidden: Vec::new(),
+            finished: Vec::new(),
+            dirty: false,
+        });
+        run.dirty = true;
+        match run.entries.binary_search_by_key(&e.order, |x| x.order) {
+            Ok(i) => run.entries[i] = e,
+            Err(i) => run.entries.insert(i, e),
         }
         Ok(())
     }
 
-    /// Take the entry at `order` out of `lane`.
-    pub fn remove(&mut self, lane: &LaneId, order: u128) -> Result<()> {
+    /// The entry at `order` in `lane` is done. Its run is written only
+    /// when nothing pending is left in it (it goes) or it is rewritten
+    /// anyway: until then the entry stays on disk and the index notes it
+    /// finished, and its delivery's record (written with the same batch)
+    /// says so at the next open. Most completions so write no run.
+    pub fn finish(&mut self, lane: &LaneId, order: u128) -> Result<()> {
+        let Some(key) = self.covering(lane, order)? else {
+            return Ok(());
+        };
+        let run = self.edited.get_mut(&key).expect("just read");
+        run.entries.retain(|e| e.order != order);
+        run.finished.push(order);
+        if run.entries.is_empty() {
+            run.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Write the run that holds `order` in `lane` again, without its
+    /// finished entries.
+    pub fn tidy(&mut self, lane: &LaneId, order: u128) -> Result<()> {
         if let Some(key) = self.covering(lane, order)? {
             let run = self.edited.get_mut(&key).expect("just read");
-            run.retain(|e| e.order != order);
+            run.dirty = true;
         }
         Ok(())
     }
 
-    /// Write every edited run into `batch`; an emptied run goes.
-    pub fn write(self, batch: &mut sled::Batch) {
+    /// Write every changed run into `batch` (an emptied run goes); what
+    /// it did to finished entries is for the index once it is applied.
+    pub fn write(self, batch: &mut sled::Batch) -> Written {
+        let mut written = Written::default();
         for (key, run) in self.edited {
-            if run.is_empty() {
+            if !run.dirty {
+                let lane = &run.lane;
+                written
+                    .finished
+                    .extend(run.finished.into_iter().map(|o| (lane.clone(), o)));
+                continue;
+            }
+            if run.entries.is_empty() {
                 batch.remove(key);
             } else {
-                batch.insert(key, keys::encode_run(&run));
+                batch.insert(key, keys::encode_run(&run.entries));
             }
+            let lane = &run.lane;
+            written
+                .gone
+                .extend(run.hidden.into_iter().map(|o| (lane.clone(), o)));
         }
+        written
     }
 }
 
@@ -132,10 +216,11 @@ mod tests {
         }
     }
 
-    fn write(tree: &sled::Tree, runs: Runs) {
+    fn write(tree: &sled::Tree, runs: Runs) -> Written {
         let mut batch = sled::Batch::default();
-        runs.write(&mut batch);
+        let written = runs.write(&mut batch);
         tree.apply_batch(batch).unwrap();
+        written
     }
 
     fn on_disk(tree: &sled::Tree) -> Vec<(u128, Vec<u128>)> {
@@ -153,8 +238,9 @@ mod tests {
     fn entries_join_the_run_that_covers_them_and_an_empty_run_goes() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tree = db.open_tree("t").unwrap();
+        let mut ix = Index::default();
         // A commit's run, then the next commit's.
-        let mut runs = Runs::new(&tree);
+        let mut runs = Runs::new(&tree, &ix);
         for o in [5, 7] {
             runs.put(&lane(), entry(o)).unwrap();
         }
@@ -166,7 +252,7 @@ mod tests {
         .unwrap();
         assert_eq!(on_disk(&tree), vec![(5, vec![5, 7]), (9, vec![9, 10])]);
         // A replay of 6 joins the first run; one of 3 starts a run of its own.
-        let mut runs = Runs::new(&tree);
+        let mut runs = Runs::new(&tree, &ix);
         runs.put(&lane(), entry(6)).unwrap();
         runs.put(&lane(), entry(3)).unwrap();
         runs.put(&lane(), entry(4)).unwrap();
@@ -177,20 +263,36 @@ mod tests {
             on_disk(&tree),
             vec![(3, vec![3, 4]), (5, vec![5, 6, 7]), (9, vec![9, 10])]
         );
-        // Emptied runs go; the others keep their keys.
-        let mut runs = Runs::new(&tree);
+        // A run with nothing pending goes; a finished entry of a run with
+        // more to send stays on disk, and the index notes it.
+        let mut runs = Runs::new(&tree, &ix);
         for o in [3, 4, 5, 9] {
-            runs.remove(&lane(), o).unwrap();
+            runs.finish(&lane(), o).unwrap();
         }
-        write(&tree, runs);
-        assert_eq!(on_disk(&tree), vec![(5, vec![6, 7]), (9, vec![10])]);
+        let written = write(&tree, runs);
+        assert_eq!(written.finished, vec![(lane(), 5), (lane(), 9)]);
+        assert_eq!(on_disk(&tree), vec![(5, vec![5, 6, 7]), (9, vec![9, 10])]);
+        for (l, o) in written.finished {
+            ix.mark_done(&l, o);
+        }
+        // Finished entries are not seen, and go when their run is written.
+        let mut runs = Runs::new(&tree, &ix);
+        assert_eq!(runs.get(&lane(), 5).unwrap(), None);
+        runs.put(&lane(), entry(8)).unwrap();
+        let written = write(&tree, runs);
+        assert_eq!(written.gone, vec![(lane(), 5)]);
+        assert_eq!(on_disk(&tree), vec![(5, vec![6, 7, 8]), (9, vec![9, 10])]);
+        for (l, o) in written.gone {
+            ix.forget_done(&l, o);
+        }
+        assert!(!ix.is_done(&lane(), 5));
         // A bare entry, as older stores wrote it, is a run of one.
         tree.insert(
             keys::lane_key(&lane(), 1),
             &keys::encode_entry(&entry(1))[..],
         )
         .unwrap();
-        let mut runs = Runs::new(&tree);
+        let mut runs = Runs::new(&tree, &ix);
         runs.put(&lane(), entry(2)).unwrap();
         write(&tree, runs);
         assert_eq!(on_disk(&tree)[0], (1, vec![1, 2]));

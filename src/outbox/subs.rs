@@ -103,7 +103,10 @@ impl Outbox {
         for item in self.inner.tree.scan_prefix(keys::sub_lanes_prefix(id)) {
             let (k, v) = item?;
             if let Some((lane, run)) = keys::split_run(&k, &v) {
-                dropped.extend(run.into_iter().map(|e| (lane.clone(), e)));
+                let pending = run
+                    .into_iter()
+                    .filter(|e| !state.index.is_done(&lane, e.order));
+                dropped.extend(pending.map(|e| (lane.clone(), e)));
             }
             batch.remove(k);
         }
