@@ -146,10 +146,10 @@ impl Outbox {
         now: DateTime<Utc>,
     ) -> Result<Option<Event>> {
         let mut state = self.lock();
-        event.id = crate::ids::event_id(self.inner.ids.next_at(ms(now)));
         if !state.subs.contains_key(sub) {
             return Ok(None);
         }
+        event.id = crate::ids::event_id(self.inner.ids.next_at(ms(now)));
         // A lane of its own: one run of one entry.
         let (lane, entry) = (super::event_lane(sub, &event), self.entry(&event, now));
         let mut plan = Plan::default();
