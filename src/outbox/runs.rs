@@ -23,6 +23,9 @@ pub struct Runs<'t> {
     edited: BTreeMap<Vec<u8>, Run>,
 }
 
+/// Entries a run takes before an entry after all of them starts another.
+pub const MAX_RUN: usize = 64;
+
 struct Run {
     lane: LaneId,
     /// Its pending entries, in order.
@@ -33,6 +36,18 @@ struct Run {
     finished: Vec<u128>,
     /// To be written back.
     dirty: bool,
+}
+
+impl Run {
+    /// Full, and every entry it holds on disk comes before `order`.
+    fn full_before(&self, order: u128) -> bool {
+        let held = self
+            .entries
+            .iter()
+            .map(|e| e.order)
+            .chain(self.hidden.iter().copied());
+        self.entries.len() + self.hidden.len() >= MAX_RUN && held.max().is_some_and(|m| m < order)
+    }
 }
 
 /// What a write did to the lanes' finished entries, for the index.
@@ -119,11 +134,12 @@ impl<'t> Runs<'t> {
     }
 
     /// Put `e` in its lane, replacing a pending or finished entry at the
-    /// same order.
+    /// same order. An entry after every one of a full run starts the next
+    /// run: a long replay writes runs of [`MAX_RUN`], not one that grows.
     pub fn put(&mut self, lane: &LaneId, e: Entry) -> Result<()> {
         let key = match self.covering(lane, e.order)? {
-            Some(key) => key,
-            None => keys::lane_key(lane, e.order),
+            Some(key) if !self.edited[&key].full_before(e.order) => key,
+            _ => keys::lane_key(lane, e.order),
         };
         let run = self.edited.entry(key).or_insert_with(|| Run {
             lane: lane.clone(),
@@ -286,6 +302,22 @@ mod tests {
             ix.forget_done(&l, o);
         }
         assert!(!ix.is_done(&lane(), 5));
+        // A long replay into an empty lane fills runs of MAX_RUN, one
+        // after another.
+        let long = LaneId {
+            sub: "sub_1".into(),
+            room: "zz-long".into(),
+        };
+        let mut runs = Runs::new(&tree, &ix);
+        for o in 1..=2 * MAX_RUN as u128 + 1 {
+            runs.put(&long, entry(o)).unwrap();
+        }
+        write(&tree, runs);
+        let sizes: Vec<usize> = tree
+            .scan_prefix(keys::lane_prefix(&long))
+            .map(|kv| kv.unwrap().1.len() / 58)
+            .collect();
+        assert_eq!(sizes, vec![MAX_RUN, MAX_RUN, 1]);
         // A bare entry, as older stores wrote it, is a run of one.
         tree.insert(
             keys::lane_key(&lane(), 1),
