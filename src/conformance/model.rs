@@ -38,6 +38,8 @@ enum Op {
     Test(usize),
     Claim(usize),
     Complete(usize, u8),
+    /// Every claim in flight in one batch, the j-th with outcome `v + j`.
+    CompleteAll(u8),
     Retry(usize),
     Replay(usize),
     Disable(usize),
@@ -55,6 +57,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..3).prop_map(Op::Test),
         4 => (1usize..4).prop_map(Op::Claim),
         4 => (0usize..4, 0u8..4).prop_map(|(i, v)| Op::Complete(i, v)),
+        2 => (0u8..4).prop_map(Op::CompleteAll),
         2 => (0usize..64).prop_map(Op::Retry),
         1 => (0usize..3).prop_map(Op::Replay),
         1 => (0usize..3).prop_map(Op::Disable),
@@ -65,6 +68,33 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reopen),
         2 => (0u8..30).prop_map(Op::Advance),
     ]
+}
+
+/// A claim's completion with outcome `v` (mod 4): success, failure for
+/// good, a retry in 5 s, or 410.
+fn completion(claim: Claim, v: u8, now: DateTime<Utc>) -> Completion {
+    let (verdict, health) = match v % 4 {
+        0 => (Verdict::Succeeded, Health::Success),
+        1 => (Verdict::Failed, Health::Failure),
+        2 => (
+            Verdict::RetryAt(now + Duration::seconds(5)),
+            Health::Failure,
+        ),
+        _ => (Verdict::Hold, Health::Gone),
+    };
+    let attempt = Attempt {
+        at: now,
+        status_code: Some(200),
+        error: None,
+        duration_ms: 1,
+        response: None,
+    };
+    Completion {
+        claim,
+        attempt,
+        verdict,
+        health,
+    }
 }
 
 /// The world the model keeps beside the backend.
@@ -192,29 +222,16 @@ impl World {
                     return Ok(());
                 }
                 let claim = self.in_flight.remove(i % self.in_flight.len());
-                let (verdict, health) = match v {
-                    0 => (Verdict::Succeeded, Health::Success),
-                    1 => (Verdict::Failed, Health::Failure),
-                    2 => (
-                        Verdict::RetryAt(now + Duration::seconds(5)),
-                        Health::Failure,
-                    ),
-                    _ => (Verdict::Hold, Health::Gone),
-                };
-                let attempt = Attempt {
-                    at: now,
-                    status_code: Some(200),
-                    error: None,
-                    duration_ms: 1,
-                    response: None,
-                };
-                let c = Completion {
-                    claim,
-                    attempt,
-                    verdict,
-                    health,
-                };
+                let c = completion(claim, v, now);
                 self.db().complete(vec![c], now).await.unwrap();
+            }
+            Op::CompleteAll(v) => {
+                let done = std::mem::take(&mut self.in_flight)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, claim)| completion(claim, v.wrapping_add(j as u8), now))
+                    .collect();
+                self.db().complete(done, now).await.unwrap();
             }
             Op::Retry(i) => {
                 let failed: Vec<_> = self

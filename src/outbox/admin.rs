@@ -1,10 +1,11 @@
 //! An operator's hands on the outbox: retry by hand, replay, test events.
 
+use super::history;
 use super::index::Entry;
 use super::model::{Delivery, DeliveryStatus};
 use super::runs::Runs;
 use super::{keys, lane_of, ms, Outbox, Plan};
-use crate::db::{encode, Result, StoreError};
+use crate::db::{Result, StoreError};
 use crate::event::Event;
 use crate::ids::floor_of_ms;
 use crate::subscription::Subscription;
@@ -31,7 +32,8 @@ impl Outbox {
             return Ok(Retried::NotFound);
         };
         let mut state = self.lock();
-        let Some(mut d) = self.stored_delivery(sub, dk)? else {
+        let page = super::history::find(&self.inner.tree, sub, dk)?;
+        let Some(mut d) = page.as_ref().map(|p| p.get(dk)).transpose()?.flatten() else {
             // Never attempted (so not failed), or not there at all.
             return Ok(match self.delivery(sub, id)? {
                 Some(d) => Retried::NotFailed(d),
@@ -62,7 +64,11 @@ impl Outbox {
             attempted: true,
         };
         let mut batch = sled::Batch::default();
-        batch.insert(keys::delivery_key(sub, dk), encode(&d));
+        // Pending again, so a page of its own (see `history`).
+        if let Some(page) = &page {
+            history::rewrite(&mut batch, sub, page, page.keep(|id, _| id == dk));
+        }
+        history::put_single(&mut batch, sub, history::Record::of(dk, &d));
         runs.put(&lane, entry)?;
         let written = runs.write(&mut batch);
         self.inner.tree.apply_batch(batch)?;

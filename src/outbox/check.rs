@@ -2,7 +2,7 @@
 
 use super::index::LaneId;
 use super::model::DeliveryStatus;
-use super::{keys, Outbox};
+use super::{history, keys, Outbox};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Every invariant that ties the disk to the index, read from scratch.
@@ -13,12 +13,29 @@ pub(crate) fn check(outbox: &Outbox) -> Result<(), String> {
     let mut records = HashMap::new();
     for item in tree.scan_prefix([keys::DELIVERY]) {
         let (k, v) = item.unwrap();
-        let d = super::claim::decode_delivery(&v).unwrap();
-        let (sub, dk) = keys::split_delivery_key(&k).ok_or("bad delivery key")?;
-        if !subs.contains(sub) || d.subscription_id != sub {
-            return Err(format!("orphan delivery {}", d.id));
+        let (sub, first) = keys::split_delivery_key(&k).ok_or("bad delivery key")?;
+        let sub = sub.to_string();
+        let page = history::Page::decode(k, v).map_err(|e| e.to_string())?;
+        let ids: Vec<_> = page.ids().collect();
+        // A page: keyed by its smallest id, in order, one bucket; a
+        // pending record only ever on its own.
+        let sorted = ids.windows(2).all(|w| w[0].0 < w[1].0);
+        let one_bucket = ids
+            .iter()
+            .all(|(i, _)| history::bucket(*i) == history::bucket(first));
+        let lone_pending = ids.len() == 1 || ids.iter().all(|(_, s)| *s != DeliveryStatus::Pending);
+        if ids.first().map(|i| i.0) != Some(first) || !sorted || !one_bucket || !lone_pending {
+            return Err(format!("bad delivery page at {first}: {ids:?}"));
         }
-        records.insert(dk, d);
+        for (dk, _) in ids {
+            let d = page.get(dk).unwrap().unwrap();
+            if !subs.contains(&sub) || d.subscription_id != sub {
+                return Err(format!("orphan delivery {}", d.id));
+            }
+            if records.insert(dk, d).is_some() {
+                return Err(format!("two records of {dk}"));
+            }
+        }
     }
     let mut lanes: BTreeMap<LaneId, Vec<super::index::Entry>> = BTreeMap::new();
     let mut events_needed = BTreeSet::new();

@@ -1,11 +1,12 @@
 //! The engine's side of the outbox: claim what is due, complete it with its
 //! attempt. Each claim is read once; each batch of completions is one write.
 
+use super::history::{self, Record};
 use super::index::{Entry, LaneId};
 use super::model::{Attempt, Delivery, DeliveryStatus, Verdict};
 use super::runs::{Runs, Written};
 use super::{keys, ms, Outbox, State};
-use crate::db::{decode, encode, Result};
+use crate::db::{encode, Result};
 use crate::subscription::{should_disable, Subscription, Target};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -125,6 +126,7 @@ impl Outbox {
         let mut batch = sled::Batch::default();
         let mut subs: BTreeMap<String, Subscription> = BTreeMap::new();
         let mut changes = Vec::with_capacity(done.len());
+        let mut fresh_pages: BTreeMap<Arc<str>, Vec<Record>> = BTreeMap::new();
         for c in done {
             let lane = c.claim.lane;
             let Some(target) = state.subs.get(&*lane.sub) else {
@@ -139,6 +141,7 @@ impl Outbox {
                 continue;
             };
             d.attempts.push(c.attempt);
+            let fresh = !entry.attempted;
             entry.attempted = true;
             let left = match c.verdict {
                 Verdict::Succeeded | Verdict::Failed => {
@@ -161,12 +164,24 @@ impl Outbox {
                     false
                 }
             };
-            batch.insert(keys::delivery_key(&lane.sub, entry.delivery), encode(&d));
+            let record = Record::of(entry.delivery, &d);
+            if fresh && left {
+                // Finished at its first attempt: into this batch's page.
+                fresh_pages
+                    .entry(lane.sub.clone())
+                    .or_default()
+                    .push(record);
+            } else {
+                history::put_single(&mut batch, &lane.sub, record);
+            }
             let sub = subs
                 .entry(lane.sub.to_string())
                 .or_insert_with(|| target.sub.clone());
             keep_health(sub, c.health, now);
             changes.push((lane, entry, left));
+        }
+        for (sub, records) in fresh_pages {
+            history::put_new(&mut batch, &sub, records);
         }
         for (id, sub) in &subs {
             if state.subs.get(id).is_some_and(|t| &t.sub != sub) {
@@ -261,9 +276,4 @@ pub(crate) fn keep_health(sub: &mut Subscription, health: Health, now: DateTime<
             }
         }
     }
-}
-
-/// Decode a stored delivery (for admin reads).
-pub(super) fn decode_delivery(v: &[u8]) -> Result<Delivery> {
-    decode("outbox", v)
 }

@@ -2,14 +2,15 @@
 //! atomic batch can change a delivery, its lane and its subscription.
 //!
 //! - `S` sub id → subscription JSON
-//! - `D` sub id, 0, delivery key → delivery JSON, written at its first
-//!   attempt: a subscription's history, oldest first
+//! - `D` sub id, 0, delivery key → a page of delivery records (JSON),
+//!   keyed by its smallest: a subscription's history (see `history`)
 //! - `L` sub id, 0, room key, order → a run of lane entries: pending, in
 //!   lane order. A run holds the entries from its key's order up to the
 //!   next run's key (one commit's events, a retry put among them).
 //!
-//! A poll's commit writes one run per lane and nothing else: sled pays
-//! ~10 µs a key here, so fan-out writes as little as it can.
+//! A poll's commit writes one run per lane and nothing else, and a batch
+//! of completions one page per subscription: sled pays ~10 µs a key here,
+//! so fan-out writes as little as it can.
 
 use super::index::{Entry, LaneId};
 

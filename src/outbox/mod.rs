@@ -17,6 +17,7 @@ mod admin;
 #[cfg(test)]
 pub(crate) mod check;
 mod claim;
+mod history;
 mod index;
 mod keys;
 mod model;
@@ -200,11 +201,7 @@ impl Outbox {
     }
 
     fn stored_delivery(&self, sub: &str, dk: u128) -> Result<Option<Delivery>> {
-        self.inner
-            .tree
-            .get(keys::delivery_key(sub, dk))?
-            .map(|v| crate::db::decode("outbox", &v))
-            .transpose()
+        history::record(&self.inner.tree, sub, dk)
     }
 
     /// A lane entry's delivery: its record once attempted, else made from

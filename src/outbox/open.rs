@@ -79,15 +79,13 @@ impl Outbox {
                 largest = run.iter().map(|e| e.delivery).fold(largest, u128::max);
             }
         }
-        // Records sort by subscription, then id: the last of each is its largest.
+        // History reads newest first: the first record of each is its largest.
         for item in tree.scan_prefix([keys::SUB]) {
             let id = item?.0[1..].to_vec();
             let id = String::from_utf8_lossy(&id);
-            let last = tree
-                .scan_prefix(keys::deliveries_prefix(&id))
-                .next_back()
-                .transpose()?;
-            if let Some((_, d)) = last.as_ref().and_then(|(k, _)| keys::split_delivery_key(k)) {
+            if let Some((d, _)) =
+                super::history::Newest::new(&tree, &id, u128::MAX).next_status()?
+            {
                 largest = largest.max(d);
             }
         }
@@ -99,11 +97,9 @@ impl Outbox {
 /// completion writes the record and leaves the run alone while the run
 /// has more to send.
 fn finished(tree: &sled::Tree, lane: &super::LaneId, e: &super::index::Entry) -> Result<bool> {
-    let Some(v) = tree.get(keys::delivery_key(&lane.sub, e.delivery))? else {
-        return Ok(false);
-    };
-    let d = super::claim::decode_delivery(&v)?;
-    Ok(d.status != super::DeliveryStatus::Pending)
+    let page = super::history::find(tree, &lane.sub, e.delivery)?;
+    let status = page.and_then(|p| p.status(e.delivery));
+    Ok(status.is_some_and(|s| s != super::DeliveryStatus::Pending))
 }
 
 /// The first layout kept subscriptions in a tree of their own and the

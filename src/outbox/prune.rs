@@ -1,7 +1,7 @@
 //! Retention's side of the outbox: finished deliveries go; events that
 //! pending deliveries need stay, however old, and nothing else is kept for them.
 
-use super::claim::decode_delivery;
+use super::history::{self, Page};
 use super::model::DeliveryStatus;
 use super::runs::Runs;
 use super::{keys, Outbox};
@@ -23,7 +23,10 @@ impl Outbox {
         let mut removed = 0;
         for sub in subs {
             let mut from = keys::deliveries_prefix(&sub);
-            let end = keys::delivery_key(&sub, floor_of_ms(cutoff_ms));
+            // A page before the cutoff may hold later records of its
+            // bucket: those stay, under their smallest id.
+            let cutoff = floor_of_ms(cutoff_ms);
+            let end = keys::delivery_key(&sub, cutoff);
             loop {
                 // Under the lock: a retry cannot revive a record being removed.
                 let mut state = self.lock();
@@ -33,8 +36,10 @@ impl Outbox {
                 for item in self.inner.tree.range(from.clone()..end.clone()).take(batch) {
                     let (k, v) = item?;
                     scanned += 1;
-                    let d = decode_delivery(&v)?;
-                    if d.status != DeliveryStatus::Pending {
+                    let page = Page::decode(k.clone(), v)?;
+                    let gone = |id: u128, s| s != DeliveryStatus::Pending && id < cutoff;
+                    for (id, _) in page.ids().filter(|(id, s)| gone(*id, *s)) {
+                        let d = page.get(id)?.expect("listed");
                         // A finished entry still in its run is told finished
                         // by this record at the next open: the run is
                         // written without it first.
@@ -42,9 +47,9 @@ impl Outbox {
                         if state.index.is_done(&lane, order) {
                             runs.tidy(&lane, order)?;
                         }
-                        out.remove(k.clone());
                         removed += 1;
                     }
+                    history::rewrite(&mut out, &sub, &page, page.keep(gone));
                     last = Some(k);
                 }
                 let written = runs.write(&mut out);

@@ -1,7 +1,7 @@
 //! Subscriptions, owned by the outbox: each change and what it does to the
 //! subscription's deliveries is one atomic write.
 
-use super::claim::decode_delivery;
+use super::history;
 use super::model::DeliveryStatus;
 use super::{keys, Delivery, Outbox};
 use crate::db::{encode, Result};
@@ -175,11 +175,10 @@ impl Outbox {
                 continue;
             };
             for entry in run {
+                // An entry with a record (attempted, or finished and
+                // left in its run) is read with the records below.
                 if entry.delivery < before
-                    && !self
-                        .inner
-                        .tree
-                        .contains_key(keys::delivery_key(sub, entry.delivery))?
+                    && history::find(&self.inner.tree, sub, entry.delivery)?.is_none()
                 {
                     queued.push(super::pending_delivery(&lane, &entry));
                 }
@@ -188,28 +187,21 @@ impl Outbox {
         queued.sort_by(|a, b| b.id.cmp(&a.id));
         let mut queued = queued.into_iter().peekable();
         let mut out = Vec::new();
-        let range = keys::deliveries_prefix(sub)..keys::delivery_key(sub, before);
-        let mut stored = self.inner.tree.range(range).rev();
-        let mut next_stored = stored.next().transpose()?;
+        let mut stored = history::Newest::new(&self.inner.tree, sub, before);
         let mut scanned = 0usize;
         let mut last_seen: Option<String> = None;
         while out.len() < limit {
             if status.is_some() && scanned >= FILTER_SCAN {
                 return Ok((out, last_seen));
             }
-            let from_store = match (&next_stored, queued.peek()) {
+            let from_store = match (stored.peek_id()?, queued.peek()) {
                 (None, None) => return Ok((out, None)),
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
-                (Some((k, _)), Some(q)) => {
-                    let dk = keys::split_delivery_key(k).map_or(0, |(_, d)| d);
-                    crate::ids::delivery_id(dk) > q.id
-                }
+                (Some(dk), Some(q)) => crate::ids::delivery_id(dk) > q.id,
             };
             let d = if from_store {
-                let (_, v) = next_stored.take().expect("checked");
-                next_stored = stored.next().transpose()?;
-                decode_delivery(&v)?
+                stored.next_record()?.expect("peeked")
             } else {
                 queued.next().expect("checked")
             };
@@ -219,7 +211,7 @@ impl Outbox {
                 out.push(d);
             }
         }
-        let more = next_stored.is_some() || queued.peek().is_some();
+        let more = stored.peek_id()?.is_some() || queued.peek().is_some();
         let next = more.then(|| out.last().map(|d| d.id.clone())).flatten();
         Ok((out, next))
     }
@@ -232,18 +224,13 @@ impl Outbox {
             (state.index.pending_of(sub), state.index.oldest_of(sub))
         };
         let (mut succeeded, mut failed) = (0u64, 0u64);
-        for item in self
-            .inner
-            .tree
-            .scan_prefix(keys::deliveries_prefix(sub))
-            .rev()
-            .take(FILTER_SCAN)
-        {
-            let (_, v) = item?;
-            match decode_delivery(&v)?.status {
-                DeliveryStatus::Succeeded => succeeded += 1,
-                DeliveryStatus::Failed => failed += 1,
-                DeliveryStatus::Pending => continue,
+        let mut newest = history::Newest::new(&self.inner.tree, sub, u128::MAX);
+        for _ in 0..FILTER_SCAN {
+            match newest.next_status()? {
+                Some((_, DeliveryStatus::Succeeded)) => succeeded += 1,
+                Some((_, DeliveryStatus::Failed)) => failed += 1,
+                Some((_, DeliveryStatus::Pending)) => continue,
+                None => break,
             }
             if succeeded + failed >= RECENT {
                 break;
