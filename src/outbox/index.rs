@@ -34,13 +34,18 @@ impl Entry {
     }
 }
 
+/// When a head may be sent (ms), then when it was queued: heads due at
+/// once go oldest first, so no lane waits behind others queued after it
+/// (and a batch's completions are of deliveries queued close together).
+type Due = (u64, u64);
+
 #[derive(Debug, Default)]
 struct Lane {
     head: Option<Entry>,
     len: u64,
     in_flight: bool,
     /// Its key in `due` while the head waits to be sent.
-    due_at: Option<u64>,
+    due_at: Option<Due>,
 }
 
 #[derive(Debug, Default)]
@@ -48,7 +53,7 @@ pub struct Index {
     lanes: HashMap<LaneId, Lane>,
     /// Heads waiting to be sent, by time: only lanes of enabled
     /// subscriptions whose head is not in flight.
-    due: BTreeSet<(u64, LaneId)>,
+    due: BTreeSet<(Due, LaneId)>,
     /// Subscriptions whose lanes are held (disabled).
     held: BTreeSet<Arc<str>>,
     pending: u64,
@@ -108,8 +113,9 @@ impl Index {
             return;
         }
         if let (Some(h), false, false) = (head, l.in_flight, held) {
-            l.due_at = Some(h.not_before);
-            self.due.insert((h.not_before, lane.clone()));
+            let at = (h.not_before, h.created_ms());
+            l.due_at = Some(at);
+            self.due.insert((at, lane.clone()));
         }
     }
 
@@ -152,7 +158,7 @@ impl Index {
     pub fn claim(&mut self, now_ms: u64, limit: usize) -> Vec<(LaneId, Entry)> {
         let mut out = Vec::new();
         while out.len() < limit {
-            let Some((at, _)) = self.due.first() else {
+            let Some(((at, _), _)) = self.due.first() else {
                 break;
             };
             if *at > now_ms {
@@ -177,7 +183,7 @@ impl Index {
     /// A disabled subscription's lanes wait; its deliveries stay pending.
     pub fn hold(&mut self, sub: &Arc<str>) {
         self.held.insert(sub.clone());
-        let waiting: Vec<(u64, LaneId)> = self
+        let waiting: Vec<(Due, LaneId)> = self
             .due
             .iter()
             .filter(|(_, l)| &l.sub == sub)
@@ -232,7 +238,7 @@ impl Index {
 
     /// When the earliest waiting head falls due.
     pub fn next_due(&self) -> Option<u64> {
-        self.due.first().map(|(at, _)| *at)
+        self.due.first().map(|((at, _), _)| *at)
     }
 
     pub fn pending(&self) -> u64 {
@@ -361,5 +367,21 @@ mod tests {
         assert_eq!(ix.lane_count(), 0);
         assert_eq!(ix.pending(), 0);
         assert!(!ix.needs(1));
+    }
+
+    #[test]
+    fn heads_due_at_once_go_oldest_queued_first_whatever_their_lane() {
+        let mut ix = Index::default();
+        ix.add(&lane("a"), entry(1, 30));
+        ix.add(&lane("b"), entry(1, 10));
+        ix.add(&lane("c"), entry(1, 20));
+        let mut retry = entry(2, 5);
+        retry.not_before = 40;
+        ix.add(&lane("d"), retry);
+        let rooms: Vec<_> = ix.claim(50, 10).into_iter().map(|(l, _)| l.room).collect();
+        assert_eq!(
+            rooms,
+            ["b".into(), "c".into(), "a".into(), "d".into()] as [Arc<str>; 4]
+        );
     }
 }
