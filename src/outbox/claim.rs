@@ -9,7 +9,7 @@ use super::{keys, ms, Outbox, State};
 use crate::db::{encode, Result};
 use crate::subscription::{should_disable, Subscription, Target};
 use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tracing::warn;
 
@@ -188,8 +188,12 @@ impl Outbox {
                 batch.insert(keys::sub_key(id), encode(sub));
             }
         }
+        let mut heads = HashMap::new();
         let written = match self.write_completed(&state.index, batch, &changes) {
-            Ok(runs) => {
+            Ok(mut runs) => {
+                for (lane, first, n) in std::mem::take(&mut runs.pending) {
+                    heads.insert(lane, (first, n));
+                }
                 Self::note_runs(&mut state, runs);
                 Ok(())
             }
@@ -207,7 +211,14 @@ impl Outbox {
             }
         }
         for (lane, _, _) in &changes {
-            self.refresh_head(&mut state, lane)?;
+            // The run just written holds the lane's next head when it
+            // holds every pending entry of the lane: no read.
+            match heads.get(lane) {
+                Some((first, n)) if state.index.len(lane) == *n => {
+                    state.index.set_head(lane, Some(*first))
+                }
+                _ => self.refresh_head(&mut state, lane)?,
+            }
         }
         written?;
         Ok(())

@@ -57,6 +57,10 @@ pub struct Written {
     pub finished: Vec<(LaneId, u128)>,
     /// Finished before, and gone with this write.
     pub gone: Vec<(LaneId, u128)>,
+    /// Each run still pending after the write: its lane, its first
+    /// pending entry and how many it holds. A lane whose pending entries
+    /// all lie in one such run has that entry for its head, unread.
+    pub pending: Vec<(LaneId, Entry, u64)>,
 }
 
 impl<'t> Runs<'t> {
@@ -189,6 +193,10 @@ impl<'t> Runs<'t> {
     pub fn write(self, batch: &mut sled::Batch) -> Written {
         let mut written = Written::default();
         for (key, run) in self.edited {
+            if let Some(first) = run.entries.first() {
+                let n = run.entries.len() as u64;
+                written.pending.push((run.lane.clone(), *first, n));
+            }
             if !run.dirty {
                 let lane = &run.lane;
                 written
