@@ -147,3 +147,47 @@ async fn finished_in_run(h: Harness) {
     w.apply(Op::Complete(0, 0)).await.unwrap();
     assert_eq!(w.db().pending().await.unwrap().0, 0);
 }
+
+super::super::on_both!(
+    retention_cuts_between_deliveries_finished_together,
+    cut_between
+);
+async fn cut_between(h: Harness) {
+    let mut w = world(h).await;
+    // Two deliveries queued 100 ms apart, 10 ms into a 256 ms span (on
+    // sled, one bucket: their records share a page), finished together
+    // (one sent, one failed for good).
+    let ms = w.now.timestamp_millis() / 256 * 256 + 256 + 10;
+    let t0 = DateTime::from_timestamp_millis(ms).unwrap();
+    w.now = t0;
+    w.apply(Op::Poll(0)).await.unwrap();
+    w.now = t0 + Duration::milliseconds(100);
+    w.apply(Op::Poll(1)).await.unwrap();
+    w.apply(Op::Claim(2)).await.unwrap();
+    w.apply(Op::CompleteAll(0)).await.unwrap();
+    let sent: Vec<String> = w
+        .all_deliveries()
+        .await
+        .into_iter()
+        .filter(|d| d.status != DeliveryStatus::Pending)
+        .map(|d| d.room_id.unwrap())
+        .collect();
+    assert_eq!(sent.len(), 2);
+    // Retention's cutoff falls between them: the older goes, the newer stays.
+    let retention = std::time::Duration::from_secs(86400);
+    let at = t0 + Duration::milliseconds(50) + Duration::days(1);
+    crate::retention::prune_once(w.db(), at, retention)
+        .await
+        .unwrap();
+    let kept: Vec<Delivery> = w
+        .all_deliveries()
+        .await
+        .into_iter()
+        .filter(|d| d.status != DeliveryStatus::Pending)
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].room_id.as_deref(), Some(ROOMS[1]));
+    let again = w.db().delivery(&kept[0].subscription_id, &kept[0].id).await;
+    assert_eq!(again.unwrap().as_ref(), Some(&kept[0]));
+    w.apply(Op::Reopen).await.unwrap();
+}
