@@ -32,7 +32,7 @@ impl Outbox {
             return Ok(Retried::NotFound);
         };
         let mut state = self.lock();
-        let page = super::history::find(&self.inner.tree, sub, dk)?;
+        let page = history::find(&self.inner.tree, sub, dk)?;
         let Some(mut d) = page.as_ref().map(|p| p.get(dk)).transpose()?.flatten() else {
             // Never attempted (so not failed), or not there at all.
             return Ok(match self.delivery(sub, id)? {

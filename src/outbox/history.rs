@@ -267,9 +267,10 @@ impl Newest {
         Ok(self.records.pop().map(|(id, s, _)| (id, s)))
     }
 
-    pub fn peek_id(&mut self) -> Result<Option<u128>> {
+    /// The next record's id and status, left in place.
+    pub fn peek(&mut self) -> Result<Option<(u128, DeliveryStatus)>> {
         self.fill()?;
-        Ok(self.records.last().map(|r| r.0))
+        Ok(self.records.last().map(|r| (r.0, r.1)))
     }
 
     pub fn next_record(&mut self) -> Result<Option<Delivery>> {

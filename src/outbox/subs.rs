@@ -194,24 +194,30 @@ impl Outbox {
             if status.is_some() && scanned >= FILTER_SCAN {
                 return Ok((out, last_seen));
             }
-            let from_store = match (stored.peek_id()?, queued.peek()) {
+            let next_stored = stored.peek()?;
+            let from_store = match (next_stored, queued.peek()) {
                 (None, None) => return Ok((out, None)),
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
-                (Some(dk), Some(q)) => crate::ids::delivery_id(dk) > q.id,
-            };
-            let d = if from_store {
-                stored.next_record()?.expect("peeked")
-            } else {
-                queued.next().expect("checked")
+                (Some((dk, _)), Some(q)) => crate::ids::delivery_id(dk) > q.id,
             };
             scanned += 1;
+            let d = match next_stored {
+                // Another status: passed over without reading its record.
+                Some((dk, s)) if from_store && status.is_some_and(|want| want != s) => {
+                    stored.next_status()?;
+                    last_seen = Some(crate::ids::delivery_id(dk));
+                    continue;
+                }
+                _ if from_store => stored.next_record()?.expect("peeked"),
+                _ => queued.next().expect("checked"),
+            };
             last_seen = Some(d.id.clone());
             if status.is_none_or(|s| d.status == s) {
                 out.push(d);
             }
         }
-        let more = stored.peek_id()?.is_some() || queued.peek().is_some();
+        let more = stored.peek()?.is_some() || queued.peek().is_some();
         let next = more.then(|| out.last().map(|d| d.id.clone())).flatten();
         Ok((out, next))
     }
