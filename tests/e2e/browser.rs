@@ -23,10 +23,14 @@ pub struct Browser {
     _profile: TempDir,
 }
 
-impl Browser {
-    pub async fn start() -> Self {
-        // fantoccini's TLS stack brings a second crypto provider; name one.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+/// chromedriver on a port it picks itself, and that port. Once in a CI
+/// run it exited without listening (with `--port=0` it binds IPv4, then
+/// the same port on IPv6, while other tests open listeners beside it), so
+/// a start that ends early is tried again on a port picked afresh, up to
+/// three times; what each failed try printed goes into the panic.
+async fn start_driver() -> (Child, u16) {
+    let mut tries = Vec::new();
+    for _ in 0..3 {
         let mut driver = Command::new("chromedriver")
             .arg("--port=0")
             .stdout(Stdio::piped())
@@ -35,21 +39,36 @@ impl Browser {
             .spawn()
             .expect("chromedriver is installed (scripts/test.sh installs it)");
         let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+        let mut seen = Vec::new();
         let port = tokio::time::timeout(DEADLINE, async {
             while let Some(line) = lines.next_line().await.unwrap() {
                 if let Some(rest) = line.split("on port ").nth(1) {
                     if let Ok(p) = rest.trim_end_matches('.').trim().parse::<u16>() {
                         if line.contains("successfully") {
-                            return p;
+                            return Some(p);
                         }
                     }
                 }
+                seen.push(line);
             }
-            panic!("chromedriver ended before it listened");
+            None
         })
         .await
         .expect("chromedriver starts");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        if let Some(port) = port {
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return (driver, port);
+        }
+        tries.push(seen.join(" | "));
+    }
+    panic!("chromedriver ended before it listened, three times: {tries:?}");
+}
+
+impl Browser {
+    pub async fn start() -> Self {
+        // fantoccini's TLS stack brings a second crypto provider; name one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (driver, port) = start_driver().await;
         let profile = TempDir::new().unwrap();
         let args = [
             "--headless",
