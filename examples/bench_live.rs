@@ -78,9 +78,24 @@ async fn throughput(rooms: usize, subs: usize) {
         relay.subscribe(&nginx.hook, json!([])).await;
     }
     let expected = rooms * subs * 3;
+    // Every room starts at one instant, as the shape says. BENCH_ROOMS=serial
+    // writes them one by one after the start instead, as runs before
+    // 2026-12-04 did: the start then spreads over the writes' own time.
+    let serial = std::env::var("BENCH_ROOMS").is_ok_and(|v| v == "serial");
+    let staged = (!serial).then(|| {
+        let all: Vec<RoomStatus> = (0..rooms).map(|i| live(&room_id(i), 5)).collect();
+        nginx.stage_rooms(&all)
+    });
     let (cpu0, t0, ms0) = (relay.cpu(), Instant::now(), unix_ms());
-    for i in 0..rooms {
-        nginx.set_room(&live(&room_id(i), 5));
+    match &staged {
+        Some(dir) => nginx.switch_rooms(dir),
+        None => {
+            for i in 0..rooms {
+                nginx.set_room(&live(&room_id(i), 5));
+            }
+            let took = t0.elapsed().as_secs_f64();
+            println!("throughput: the rooms were written one by one in {took:.2} s");
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(600);
     while nginx.count_lines("hook.log") < expected {
@@ -101,6 +116,10 @@ async fn throughput(rooms: usize, subs: usize) {
         .fold(0.0, f64::max)
         * 1000.0;
     let secs = ((last_ms - ms0) / 1000.0).max(0.001).min(took);
+    if std::env::var_os("BENCH_TIMELINE").is_some() {
+        let buckets = per_quarter_second(&nginx.log("hook.log"), ms0, last_ms);
+        println!("throughput: receipts per 250 ms: {buckets:?}");
+    }
     let ceiling_after = nginx.wrk_ceiling(5);
     let seen_ms = relay.last_event_ms().await;
     println!(
@@ -113,6 +132,21 @@ async fn throughput(rooms: usize, subs: usize) {
         cpu / expected as f64 * 1e6,
         relay.peak_mib()
     );
+}
+
+/// Receipts in each 250 ms from `from_ms` to `to_ms` (nginx's `$msec`
+/// per line): where a run waits shows as a dip.
+fn per_quarter_second(log: &str, from_ms: f64, to_ms: f64) -> Vec<usize> {
+    let mut buckets = vec![0usize; 1 + ((to_ms - from_ms).max(0.0) / 250.0) as usize];
+    let last = buckets.len() - 1;
+    for t in log
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+    {
+        let b = ((t * 1000.0 - from_ms) / 250.0).max(0.0) as usize;
+        buckets[b.min(last)] += 1;
+    }
+    buckets
 }
 
 /// Relay CPU per unchanged poll: every room idle and unchanged, polled at

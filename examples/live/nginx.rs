@@ -52,9 +52,12 @@ impl Nginx {
     /// `$msec $uri` per upstream answer, for the latency run.
     pub fn start(dir: &Path, log_upstream: bool) -> Self {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::create_dir_all(dir.join("rooms")).unwrap();
+        // `rooms` is a link to a directory of answers, so that many rooms
+        // can change at one instant (see `set_rooms_at_once`).
+        std::fs::create_dir_all(dir.join("rooms.0")).unwrap();
+        std::os::unix::fs::symlink("rooms.0", dir.join("rooms")).unwrap();
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::set_permissions(dir.join("rooms"), std::fs::Permissions::from_mode(0o755))
+        std::fs::set_permissions(dir.join("rooms.0"), std::fs::Permissions::from_mode(0o755))
             .unwrap();
         let (up, rx) = (free_port(), free_port());
         let d = dir.display();
@@ -123,7 +126,7 @@ http {{
     /// Write a room's answer atomically (a rename), as the upstream would
     /// change it.
     pub fn set_room(&self, status: &RoomStatus) {
-        let body = json!({"success": true, "message": status.upstream_message(), "data": status});
+        let body = answer(status);
         let path = self
             .dir
             .join("rooms")
@@ -131,6 +134,38 @@ http {{
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_vec(&body).unwrap()).unwrap();
         std::fs::rename(tmp, path).unwrap();
+    }
+
+    /// Stage these rooms' answers for [`Nginx::switch_rooms`], which
+    /// changes them all at one instant, as when every class starts at
+    /// once: they go to a fresh directory, with the other rooms' files
+    /// linked into it. Writing them one by one instead spreads the change
+    /// over the writes' own time and takes a core from the relay meanwhile.
+    pub fn stage_rooms(&self, statuses: &[RoomStatus]) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let current = std::fs::read_link(self.dir.join("rooms")).unwrap();
+        let n: u32 = current.to_str().unwrap()["rooms.".len()..].parse().unwrap();
+        let next = format!("rooms.{}", n + 1);
+        let staged = self.dir.join(&next);
+        std::fs::create_dir(&staged).unwrap();
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for entry in std::fs::read_dir(self.dir.join(&current)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::hard_link(entry.path(), staged.join(entry.file_name())).unwrap();
+        }
+        for status in statuses {
+            let path = staged.join(format!("{}.json", status.room_id));
+            let _ = std::fs::remove_file(&path);
+            std::fs::write(path, serde_json::to_vec(&answer(status)).unwrap()).unwrap();
+        }
+        next
+    }
+
+    /// Serve the staged answers from now on: one rename swaps the link.
+    pub fn switch_rooms(&self, staged: &str) {
+        let link = self.dir.join("rooms.link");
+        std::os::unix::fs::symlink(staged, &link).unwrap();
+        std::fs::rename(link, self.dir.join("rooms")).unwrap();
     }
 
     /// Lines of an access log so far.
@@ -168,4 +203,9 @@ http {{
 
 fn bytecount(b: &[u8]) -> usize {
     b.iter().filter(|c| **c == b'\n').count()
+}
+
+/// The upstream's answer for a room, as its API wraps it.
+fn answer(status: &RoomStatus) -> serde_json::Value {
+    json!({"success": true, "message": status.upstream_message(), "data": status})
 }
