@@ -6,6 +6,7 @@ use crate::backend::Backend;
 use crate::metrics::Metrics;
 use crate::outbox::{Claim, Completion, Outbox, Verdict};
 use chrono::{DateTime, Utc};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
@@ -58,9 +59,10 @@ impl Engine {
         if let Backend::Postgres(db) = &self.store {
             return self.deliver_due_cluster(db, now).await;
         }
-        let claims = self.claim(Vec::new(), now, self.concurrency).await;
+        let concurrency = self.concurrency;
+        let claims = self.claim(Vec::new(), now, move || concurrency).await;
         let (done, summary) = self.attempt_all(claims, now).await;
-        self.claim(done, now, 0).await;
+        self.claim(done, now, || 0).await;
         summary
     }
 
@@ -86,16 +88,22 @@ impl Engine {
         (done, summary)
     }
 
-    /// Off the async workers: record `done`, then claim up to `limit` due
-    /// heads, made durable before they are handed out.
-    async fn claim(&self, done: Vec<Completion>, now: DateTime<Utc>, limit: usize) -> Vec<Claim> {
+    /// Off the async workers: record `done`, then claim up to `limit()`
+    /// due heads (asked once `done` is recorded), made durable before
+    /// they are handed out.
+    async fn claim(
+        &self,
+        done: Vec<Completion>,
+        now: DateTime<Utc>,
+        limit: impl FnOnce() -> usize + Send + 'static,
+    ) -> Vec<Claim> {
         let outbox = self.outbox().clone();
         let taken = tokio::task::spawn_blocking(move || {
             if let Err(e) = outbox.complete(done, now) {
                 warn!(error = %e, "could not record attempts; they will be made again");
                 return Err(e);
             }
-            outbox.claim(now, limit)
+            outbox.claim(now, limit())
         })
         .await
         .expect("the outbox does not panic");
@@ -128,7 +136,12 @@ impl Engine {
             return self.run_cluster(db, shutdown, tracker).await;
         }
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Completion>();
+        // Attempts not yet recorded (for a clean stop), and of them those
+        // still sending: a slot is free again once its exchange ends, not
+        // once its record is written, so attempts keep going while the
+        // last batch is recorded.
         let mut in_flight = 0usize;
+        let sending = Arc::new(AtomicUsize::new(0));
         let mut done = Vec::new();
         loop {
             while let Ok(c) = done_rx.try_recv() {
@@ -138,10 +151,10 @@ impl Engine {
             let stopping = shutdown.is_cancelled();
             // A clean stop takes no new work and records what is in flight,
             // so it sends nothing twice. The app bounds this by its grace.
-            let free = if stopping {
-                0
-            } else {
-                self.concurrency - in_flight
+            let (concurrency, slots) = (self.concurrency, sending.clone());
+            let free = move || match stopping {
+                true => 0,
+                false => concurrency.saturating_sub(slots.load(Ordering::Acquire)),
             };
             let now = Utc::now();
             let claims = self.claim(std::mem::take(&mut done), now, free).await;
@@ -150,13 +163,16 @@ impl Engine {
             }
             for claim in claims {
                 in_flight += 1;
-                let (engine, tx) = (self.clone(), done_tx.clone());
+                sending.fetch_add(1, Ordering::AcqRel);
+                let (engine, tx, sending) = (self.clone(), done_tx.clone(), sending.clone());
                 tracker.spawn(async move {
-                    let _ = tx.send(engine.attempt(claim, Utc::now()).await);
+                    let completion = engine.attempt(claim, Utc::now()).await;
+                    sending.fetch_sub(1, Ordering::AcqRel);
+                    let _ = tx.send(completion);
                 });
             }
             let wait = match self.outbox().next_due() {
-                Some(at) if in_flight < self.concurrency => (at - Utc::now())
+                Some(at) if sending.load(Ordering::Acquire) < self.concurrency => (at - Utc::now())
                     .to_std()
                     .unwrap_or_default()
                     .clamp(Duration::from_millis(1), Duration::from_secs(60)),

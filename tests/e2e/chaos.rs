@@ -292,11 +292,12 @@ async fn twenty_sigkills_lose_nothing_and_invent_nothing() {
             .then_some(())
     })
     .await;
-    // First arrivals keep each room's order; repeats are only what was in
-    // flight at a kill (at most the delivery concurrency per kill).
+    // First arrivals keep each room's order; repeats are only what was sent
+    // and not yet recorded at a kill: at most the delivery concurrency in
+    // flight, and as many answered while the last batch was recorded.
     let hooks = rx.hooks();
     let repeats = first_arrivals_in_order(&hooks);
-    assert!(repeats <= kills * CONCURRENCY, "{repeats} repeats");
+    assert!(repeats <= kills * 2 * CONCURRENCY, "{repeats} repeats");
     eprintln!(
         "crash chaos: {kills} kills survived, {changes} upstream changes, {} events checked, {must_see} changes that had to be seen were seen, {} webhooks ({repeats} repeats)",
         events.len(),

@@ -348,3 +348,95 @@ async fn after_rotation_both_secrets_sign() {
         assert_eq!(independent_signature(secret, r), sig);
     }
 }
+
+/// A receiver that holds every webhook until the test lets one go, and
+/// counts how many it holds at once.
+struct Gate {
+    held: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    answered: std::sync::atomic::AtomicUsize,
+    permits: tokio::sync::Semaphore,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            held: Default::default(),
+            most: Default::default(),
+            answered: Default::default(),
+            permits: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+impl Gate {
+    async fn spawn(self: &std::sync::Arc<Self>) -> String {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let gate = self.clone();
+        let app = axum::Router::new().fallback(move || {
+            let gate = gate.clone();
+            async move {
+                let now = gate.held.fetch_add(1, SeqCst) + 1;
+                gate.most.fetch_max(now, SeqCst);
+                gate.permits.acquire().await.unwrap().forget();
+                gate.held.fetch_sub(1, SeqCst);
+                gate.answered.fetch_add(1, SeqCst);
+                AxStatus::OK
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+}
+
+#[tokio::test]
+async fn no_more_webhooks_are_in_flight_than_the_delivery_concurrency() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let up = spawn_upstream().await;
+    let mut settings = fast_settings(&up);
+    settings.retain(|(k, _)| *k != "RELAY_DELIVERY_TIMEOUT");
+    settings.push(("RELAY_DELIVERY_TIMEOUT", "60s".into()));
+    settings.push(("RELAY_DELIVERY_CONCURRENCY", "2".into()));
+    let app = TestApp::spawn_with(
+        settings,
+        std::sync::Arc::new(tempfile::TempDir::new().unwrap()),
+    )
+    .await;
+    let gate = std::sync::Arc::new(Gate::default());
+    let url = gate.spawn().await;
+    let rooms = ["a", "b", "c", "d"];
+    app.subscribe(json!({"url": url, "rooms": rooms})).await;
+    for room in rooms {
+        app.until_snapshot(room, &not_found(room)).await;
+    }
+    for room in rooms {
+        run_class(&app, &up, room).await;
+    }
+    let mut total = 0;
+    for room in rooms {
+        total += app.events(room).await.len();
+    }
+    // Let the webhooks go one at a time, each once the relay has filled
+    // its two slots again (or has nothing more to send): every arrival is
+    // counted, so the most held at once is exact.
+    while gate.answered.load(SeqCst) < total {
+        eventually("the slots to fill again", || async {
+            let (held, answered) = (gate.held.load(SeqCst), gate.answered.load(SeqCst));
+            (held >= 2 || held + answered == total).then_some(())
+        })
+        .await;
+        assert!(
+            gate.most.load(SeqCst) <= 2,
+            "more in flight than the concurrency"
+        );
+        gate.permits.add_permits(1);
+        let before = gate.answered.load(SeqCst);
+        eventually("a webhook to be let go", || async {
+            (gate.answered.load(SeqCst) > before).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(gate.most.load(SeqCst), 2, "both slots were used");
+}
