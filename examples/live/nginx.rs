@@ -53,7 +53,7 @@ impl Nginx {
     pub fn start(dir: &Path, log_upstream: bool) -> Self {
         use std::os::unix::fs::PermissionsExt;
         // `rooms` is a link to a directory of answers, so that many rooms
-        // can change at one instant (see `set_rooms_at_once`).
+        // can change at one instant (see `stage_rooms`).
         std::fs::create_dir_all(dir.join("rooms.0")).unwrap();
         std::os::unix::fs::symlink("rooms.0", dir.join("rooms")).unwrap();
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
